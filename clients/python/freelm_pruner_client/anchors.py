@@ -1,0 +1,256 @@
+"""The normative anchor resolver: commands → statuses, spans, deletions and the pruned trace.
+
+This module owns the anchor semantics that the server and every client share (DESIGN, "Anchor
+semantics"). It is pure Python with no dependencies, so any caller can run the executor without the
+model. It does not know where commands come from (a model, a file) nor how loops are found: loop
+spans arrive already computed (see ``loops``) and are merged here under the same protection and
+safety rules as model spans.
+
+Every command is resolved against the original trace, independently of the others:
+
+1. prefix and suffix must be non-empty, else ``INVALID_COMMAND``;
+2. the prefix must occur exactly once (overlapping occurrences count), else ``PREFIX_NOT_FOUND`` /
+   ``PREFIX_AMBIGUOUS``;
+3. the suffix match is the first occurrence of the suffix starting at or after the prefix and ending
+   at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
+4. the span runs from the prefix's start to the suffix's end;
+5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``;
+6. applicable spans are merged, independent of order;
+7. the pruned trace is the trace minus the union;
+8. if the union exceeds ``max_delete_fraction`` of the trace, nothing is applied (``OVER_LIMIT``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class Status(enum.Enum):
+    """What became of one command; names equal the proto's ``CommandStatus``."""
+
+    APPLIED = "APPLIED"
+    INVALID_COMMAND = "INVALID_COMMAND"
+    PREFIX_NOT_FOUND = "PREFIX_NOT_FOUND"
+    PREFIX_AMBIGUOUS = "PREFIX_AMBIGUOUS"
+    SUFFIX_NOT_FOUND = "SUFFIX_NOT_FOUND"
+    PROTECTED = "PROTECTED"
+    OVER_LIMIT = "OVER_LIMIT"
+
+
+class Source(enum.Enum):
+    """Where a deleted span came from; names equal the proto's ``DeletionSource``."""
+
+    MODEL = "MODEL"
+    LOOP = "LOOP"
+    MODEL_AND_LOOP = "MODEL_AND_LOOP"
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A half-open range ``[start, end)`` of code points."""
+
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class AnchorCommand:
+    """One command as emitted: delete from ``prefix`` through the next ``suffix``."""
+
+    prefix: str
+    suffix: str
+
+
+@dataclass(frozen=True)
+class ByteSpan:
+    """A span in code points and in UTF-8 bytes."""
+
+    start: int
+    end: int
+    byte_start: int
+    byte_end: int
+
+
+@dataclass(frozen=True)
+class ResolvedCommand:
+    """A command with its status and, when both anchors resolved, its span."""
+
+    prefix: str
+    suffix: str
+    status: Status
+    span: ByteSpan | None = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One span actually removed, with its source."""
+
+    start: int
+    end: int
+    byte_start: int
+    byte_end: int
+    source: Source
+
+
+@dataclass(frozen=True)
+class Protection:
+    """The request's protection and safety options (rules 5 and 8)."""
+
+    frozen_prefix_chars: int = 0
+    protect_tail_chars: int = 0
+    max_delete_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.frozen_prefix_chars < 0 or self.protect_tail_chars < 0:
+            raise ValueError("protected ranges must be >= 0 characters")
+        if not 0.0 < self.max_delete_fraction <= 1.0:
+            raise ValueError("max_delete_fraction must be in (0, 1]")
+
+    def touches(self, span: Span, trace_len: int) -> bool:
+        """Whether ``span`` intersects the frozen prefix or the protected tail."""
+        if span.start < self.frozen_prefix_chars:
+            return True
+        return self.protect_tail_chars > 0 and span.end > trace_len - self.protect_tail_chars
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    """The resolver's full answer: per-command statuses, the merged deletions and the result."""
+
+    commands: tuple[ResolvedCommand, ...]
+    deletions: tuple[Deletion, ...]
+    pruned_trace: str
+    removed_chars: int
+
+
+def resolve_anchor(trace: str, prefix: str, suffix: str) -> tuple[Status, Span | None]:
+    """Resolves one command against ``trace`` (rules 1-4), ignoring protection and limits."""
+    if not prefix or not suffix:
+        return Status.INVALID_COMMAND, None
+    p = trace.find(prefix)
+    if p < 0:
+        return Status.PREFIX_NOT_FOUND, None
+    if trace.find(prefix, p + 1) >= 0:
+        return Status.PREFIX_AMBIGUOUS, None
+    s = trace.find(suffix, max(p, p + len(prefix) - len(suffix)))
+    if s < 0:
+        return Status.SUFFIX_NOT_FOUND, None
+    return Status.APPLIED, Span(p, s + len(suffix))
+
+
+def merge_spans(spans: Iterable[tuple[Span, Source]]) -> list[tuple[Span, Source]]:
+    """Unions overlapping or touching spans; a merged span of mixed origin is ``MODEL_AND_LOOP``."""
+    merged: list[tuple[Span, set[Source]]] = []
+    for span, source in sorted(spans, key=lambda item: (item[0].start, item[0].end)):
+        if merged and span.start <= merged[-1][0].end:
+            last, sources = merged[-1]
+            merged[-1] = (Span(last.start, max(last.end, span.end)), sources | {source})
+        else:
+            merged.append((span, {source}))
+    return [(span, _combine(sources)) for span, sources in merged]
+
+
+def _combine(sources: set[Source]) -> Source:
+    if len(sources) == 1:
+        return next(iter(sources))
+    return Source.MODEL_AND_LOOP
+
+
+def byte_offsets(text: str, points: Iterable[int]) -> dict[int, int]:
+    """Maps code-point offsets of ``text`` to UTF-8 byte offsets in one pass."""
+    result: dict[int, int] = {}
+    position = nbytes = 0
+    for point in sorted(set(points)):
+        nbytes += len(text[position:point].encode("utf-8", "surrogatepass"))
+        position = point
+        result[point] = nbytes
+    return result
+
+
+def apply_spans(text: str, spans: Sequence[Span]) -> str:
+    """Returns ``text`` without the sorted, non-overlapping ``spans``."""
+    pieces: list[str] = []
+    cursor = 0
+    for span in spans:
+        pieces.append(text[cursor : span.start])
+        cursor = span.end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def prune(
+    trace: str,
+    commands: Sequence[AnchorCommand],
+    *,
+    loop_spans: Iterable[Span] = (),
+    protection: Protection | None = None,
+) -> PruneOutcome:
+    """Applies the anchor semantics to ``commands`` and ``loop_spans`` over ``trace``.
+
+    Returns every command with its status (and span when resolved), the merged deletions in code
+    points and UTF-8 bytes, and the pruned trace. The result does not depend on command order.
+    """
+    protection = protection or Protection()
+    n = len(trace)
+    resolved = [_resolve_protected(trace, c, protection) for c in commands]
+    candidates = [(span, Source.MODEL) for status, span in resolved if status is Status.APPLIED and span]
+    candidates += [(span, Source.LOOP) for span in loop_spans if not protection.touches(span, n)]
+    merged = merge_spans(candidates)
+    removed = sum(len(span) for span, _ in merged)
+    if removed > protection.max_delete_fraction * n:
+        resolved = [(Status.OVER_LIMIT if st is Status.APPLIED else st, sp) for st, sp in resolved]
+        merged, removed = [], 0
+    points = [p for _, sp in resolved if sp for p in (sp.start, sp.end)]
+    points += [p for span, _ in merged for p in (span.start, span.end)]
+    to_bytes = byte_offsets(trace, points)
+    return PruneOutcome(
+        commands=tuple(
+            ResolvedCommand(c.prefix, c.suffix, st, _byte_span(sp, to_bytes))
+            for c, (st, sp) in zip(commands, resolved, strict=True)
+        ),
+        deletions=tuple(
+            Deletion(span.start, span.end, to_bytes[span.start], to_bytes[span.end], source)
+            for span, source in merged
+        ),
+        pruned_trace=apply_spans(trace, [span for span, _ in merged]),
+        removed_chars=removed,
+    )
+
+
+def _resolve_protected(
+    trace: str, command: AnchorCommand, protection: Protection
+) -> tuple[Status, Span | None]:
+    status, span = resolve_anchor(trace, command.prefix, command.suffix)
+    if span is not None and protection.touches(span, len(trace)):
+        return Status.PROTECTED, span
+    return status, span
+
+
+def _byte_span(span: Span | None, to_bytes: dict[int, int]) -> ByteSpan | None:
+    if span is None:
+        return None
+    return ByteSpan(span.start, span.end, to_bytes[span.start], to_bytes[span.end])
+
+
+def apply_deletions(trace: str, deletions: Sequence[Deletion]) -> str:
+    """Applies a reply's ``deletions`` by code-point offset, checking that they fit ``trace``.
+
+    Raises ``ValueError`` if the deletions are unsorted, overlapping, out of bounds, or if their
+    byte offsets disagree with the trace (the trace is not the one that was pruned).
+    """
+    spans = [Span(d.start, d.end) for d in deletions]
+    cursor = 0
+    for span in spans:
+        if span.start < cursor or span.end <= span.start or span.end > len(trace):
+            raise ValueError(f"deletion [{span.start}, {span.end}) does not fit the trace")
+        cursor = span.end
+    to_bytes = byte_offsets(trace, [p for s in spans for p in (s.start, s.end)])
+    for d in deletions:
+        if (to_bytes[d.start], to_bytes[d.end]) != (d.byte_start, d.byte_end):
+            raise ValueError(f"deletion [{d.start}, {d.end}) byte offsets do not match the trace")
+    return apply_spans(trace, spans)

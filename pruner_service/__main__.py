@@ -1,0 +1,3 @@
+from pruner_service.cli import main
+
+raise SystemExit(main())

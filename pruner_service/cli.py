@@ -1,0 +1,242 @@
+"""The ``freelm-pruner`` command: serve, prune, info, fetch.
+
+Every server setting is a flag (``--max-batch``) and a variable (``FREELM_MAX_BATCH``); the flag
+wins. ``prune`` and ``info`` run a local engine unless ``--server HOST:PORT`` names a running one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from pruner_service.config import Settings, settings_from
+from pruner_service.logging import configure_logging
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server settings (also FREELM_<NAME> variables)")
+    for f in fields(Settings):
+        kind = {"int": int, "float": float, "Path": Path}.get(str(f.type), str)
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            help=f.metadata.get("help", ""),
+        )
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("request options")
+    group.add_argument("--question", default="", help="the question the trace answers")
+    group.add_argument("--request-id", default="", help="idempotency key (default: generated)")
+    group.add_argument("--frozen-prefix-chars", type=int, default=0)
+    group.add_argument("--protect-tail-chars", type=int, default=0)
+    group.add_argument("--max-delete-fraction", type=float, default=None)
+    group.add_argument("--max-commands", type=int, default=None)
+    group.add_argument("--no-loops", action="store_true", help="turn off the loop collapser")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freelm-pruner",
+        description="Context pruning for reasoning models: which parts of a trace can be forgotten.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC service")
+    _add_settings_flags(serve)
+    prune = commands.add_parser("prune", help="prune one trace (local engine or --server)")
+    prune.add_argument("file", nargs="?", default="-", help="trace file, or - for stdin")
+    prune.add_argument("--server", help="HOST:PORT of a running service (default: local engine)")
+    prune.add_argument("--json", action="store_true", help="print the full reply as JSON")
+    prune.add_argument("--timeout", type=float, default=300.0, help="seconds")
+    _add_option_flags(prune)
+    _add_settings_flags(prune)
+    info = commands.add_parser("info", help="describe the model and limits")
+    info.add_argument("--server", help="HOST:PORT of a running service (default: local engine)")
+    info.add_argument("--json", action="store_true")
+    _add_settings_flags(info)
+    fetch = commands.add_parser("fetch", help="fetch and cache the profile's embedded model")
+    _add_settings_flags(fetch)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return settings_from({f.name: getattr(args, f.name, None) for f in fields(Settings)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except (ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    handler = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}[args.command]
+    return handler(args, settings)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pruner_service.app import build_service
+    from pruner_service.server import serve
+
+    return serve(settings, build_service(settings))
+
+
+def _fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from pruner_service.engine.load import resolve_model_path
+    from pruner_service.engine.profile import Profile
+
+    path = resolve_model_path(Profile.load(settings.profile), settings.cache_dir)
+    print(f"model ready: {path}")
+    return 0
+
+
+def _read_trace(name: str) -> str:
+    if name == "-":
+        return sys.stdin.read()
+    return Path(name).read_text(encoding="utf-8")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "frozen_prefix_chars": args.frozen_prefix_chars,
+        "protect_tail_chars": args.protect_tail_chars,
+    }
+    if args.max_delete_fraction is not None:
+        options["max_delete_fraction"] = args.max_delete_fraction
+    if args.max_commands is not None:
+        options["max_commands"] = args.max_commands
+    if args.no_loops:
+        options["collapse_loops"] = False
+    return options
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        trace = _read_trace(args.file)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.server:
+        response = _prune_remote(args, trace)
+    else:
+        response = _prune_local(args, settings, trace)
+    if response is None:
+        return EXIT_FAILED
+    _print_reply(response, args.json)
+    return 0
+
+
+def _prune_remote(args: argparse.Namespace, trace: str) -> Any:
+    from freelm_pruner_client.client import PrunerClient
+    from freelm_pruner_client.errors import PrunerClientError
+
+    with PrunerClient(args.server, timeout=args.timeout) as client:
+        try:
+            return client.prune(trace, args.question, args.request_id, **_options(args))
+        except PrunerClientError as exc:
+            print(f"error: {exc.code.name}: {exc}", file=sys.stderr)
+            return None
+
+
+def _prune_local(args: argparse.Namespace, settings: Settings, trace: str) -> Any:
+    from freelm.pruner.v1 import pruner_pb2 as pb
+
+    from pruner_service import convert
+    from pruner_service.app import build_service
+    from pruner_service.errors import PrunerError, status_of
+
+    service = build_service(settings)
+    message = pb.PruneRequest(
+        request_id=args.request_id,
+        trace=trace,
+        question=args.question,
+        options=pb.PruneOptions(**_options(args)),
+    )
+    try:
+        request = convert.request_from_proto(message, service.limits)
+        service.start(background=False)
+        result = service.prune(request, time.time() + args.timeout)
+    except PrunerError as exc:
+        code, text = status_of(exc)
+        print(f"error: {code.name}: {text}", file=sys.stderr)
+        return None
+    finally:
+        service.shutdown(grace=0)
+    return convert.result_to_proto(result)
+
+
+def _print_reply(response: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_to_dict(response), ensure_ascii=False, indent=2))
+        return
+    for command in response.commands:
+        status = type(command).DESCRIPTOR.fields_by_name["status"].enum_type
+        name = status.values_by_number[command.status].name
+        print(f"{name:17} prefix={command.prefix!r} suffix={command.suffix!r}", file=sys.stderr)
+    usage = response.usage
+    print(
+        f"removed {usage.removed_chars} of {usage.trace_chars} characters "
+        f"({usage.trace_tokens - usage.kept_tokens} of {usage.trace_tokens} tokens) "
+        f"in {len(response.deletions)} deletions; model {response.model_id}"
+        + (f" + {response.adapter_id}" if response.adapter_id else " (no adapter)"),
+        file=sys.stderr,
+    )
+    sys.stdout.write(response.pruned_trace)
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    result: dict[str, Any] = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return result
+
+
+def _info(args: argparse.Namespace, settings: Settings) -> int:
+    if args.server:
+        from freelm_pruner_client.client import PrunerClient
+        from freelm_pruner_client.errors import PrunerClientError
+
+        with PrunerClient(args.server) as client:
+            try:
+                info = client.model_info()
+            except PrunerClientError as exc:
+                print(f"error: {exc.code.name}: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+    else:
+        info = _local_info(settings)
+        if info is None:
+            return EXIT_FAILED
+    if args.json:
+        print(json.dumps(_to_dict(info), indent=2))
+    else:
+        for key, value in _to_dict(info).items():
+            print(f"{key:20} {value}")
+    return 0
+
+
+def _local_info(settings: Settings) -> Any:
+    from pruner_service import convert
+    from pruner_service.app import build_service
+
+    service = build_service(settings)
+    service.start(background=False)
+    try:
+        if not service.ready:
+            print(f"error: the model failed to load: {service.failure}", file=sys.stderr)
+            return None
+        return convert.info_to_proto(service.info(), settings, service.limits)
+    finally:
+        service.shutdown(grace=0)

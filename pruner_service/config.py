@@ -1,0 +1,96 @@
+"""The one typed settings object, built once at the entry point from flags and ``FREELM_*`` variables.
+
+Every field can be set by an environment variable named ``FREELM_`` + the field name in upper case
+(``FREELM_MAX_BATCH=16``); a command-line flag wins over the variable. Nothing else in the service
+reads the environment: the settings object is passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FREELM_"
+
+
+def default_cache_dir() -> Path:
+    """Where fetched and converted models live: ``$XDG_CACHE_HOME/freelm-pruner``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "freelm-pruner"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings of one server process (and of the local engine of ``prune`` and ``info``)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=50051, metadata={"help": "port to bind (0: any free port)"})
+    profile: str = field(
+        default="smollm2-135m", metadata={"help": "profile name or path to a profile.json"}
+    )
+    cache_dir: Path = field(
+        default_factory=default_cache_dir, metadata={"help": "where fetched models are cached"}
+    )
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
+    max_batch: int = field(default=8, metadata={"help": "most requests in one batched forward"})
+    max_wait_ms: float = field(
+        default=10.0, metadata={"help": "how long a batch waits to fill up"}
+    )
+    max_queue: int = field(default=256, metadata={"help": "queued requests before rejecting"})
+    max_trace_chars: int = field(
+        default=24_000, metadata={"help": "longest trace accepted, in code points"}
+    )
+    max_question_chars: int = field(
+        default=4_000, metadata={"help": "longest question accepted, in code points"}
+    )
+    max_new_tokens: int = field(
+        default=0, metadata={"help": "override the profile's output token budget (0: keep)"}
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "largest gRPC message the transport accepts"}
+    )
+    default_deadline_s: float = field(
+        default=300.0, metadata={"help": "deadline for requests that set none"}
+    )
+    grace_s: float = field(default=30.0, metadata={"help": "drain time on shutdown"})
+    grpc_threads: int = field(default=64, metadata={"help": "gRPC handler threads"})
+    log_format: str = field(default="auto", metadata={"help": "auto, json or console"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in (Path, "Path"):
+        return Path(raw).expanduser()
+    return raw
+
+
+def settings_from(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Builds ``Settings`` from ``FREELM_*`` variables, then ``overrides`` (flags; None = unset)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            try:
+                values[f.name] = _coerce(f.type, raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from exc
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return Settings(**values)

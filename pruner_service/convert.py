@@ -1,0 +1,126 @@
+"""Pure conversions between the proto messages and the domain types. No I/O, no model."""
+
+from __future__ import annotations
+
+from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm_pruner_client.anchors import Deletion, ResolvedCommand
+
+from pruner_service.config import Settings
+from pruner_service.domain import Limits, PruneOptions, PruneRequest, PruneResult, validate_request
+from pruner_service.engine.base import EngineInfo
+from pruner_service.errors import PrunerError, status_of
+
+
+def options_from_proto(message: pb.PruneOptions, limits: Limits) -> PruneOptions:
+    """Request options with the server's defaults for unset fields."""
+    defaults = PruneOptions(max_commands=limits.max_commands)
+    has = message.HasField
+    return PruneOptions(
+        frozen_prefix_chars=message.frozen_prefix_chars,
+        protect_tail_chars=message.protect_tail_chars,
+        max_delete_fraction=(
+            message.max_delete_fraction
+            if has("max_delete_fraction")
+            else defaults.max_delete_fraction
+        ),
+        max_commands=message.max_commands if has("max_commands") else defaults.max_commands,
+        return_pruned_trace=(
+            message.return_pruned_trace
+            if has("return_pruned_trace")
+            else defaults.return_pruned_trace
+        ),
+        collapse_loops=message.collapse_loops if has("collapse_loops") else defaults.collapse_loops,
+    )
+
+
+def request_from_proto(message: pb.PruneRequest, limits: Limits) -> PruneRequest:
+    """A validated domain request; raises ``InvalidArgument`` naming the problem."""
+    return validate_request(
+        message.request_id,
+        message.trace,
+        message.question,
+        options_from_proto(message.options, limits),
+        limits,
+    )
+
+
+def command_to_proto(command: ResolvedCommand) -> pb.Command:
+    message = pb.Command(
+        prefix=command.prefix,
+        suffix=command.suffix,
+        status=pb.CommandStatus.Value(command.status.value),
+    )
+    if command.span is not None:
+        message.start = command.span.start
+        message.end = command.span.end
+        message.byte_start = command.span.byte_start
+        message.byte_end = command.span.byte_end
+    return message
+
+
+def deletion_to_proto(deletion: Deletion) -> pb.Deletion:
+    return pb.Deletion(
+        start=deletion.start,
+        end=deletion.end,
+        byte_start=deletion.byte_start,
+        byte_end=deletion.byte_end,
+        source=pb.DeletionSource.Value(deletion.source.value),
+    )
+
+
+def result_to_proto(result: PruneResult) -> pb.PruneResponse:
+    usage, timing = result.usage, result.timing
+    return pb.PruneResponse(
+        request_id=result.request_id,
+        commands=[command_to_proto(c) for c in result.outcome.commands],
+        deletions=[deletion_to_proto(d) for d in result.outcome.deletions],
+        pruned_trace=result.outcome.pruned_trace if result.return_pruned_trace else "",
+        usage=pb.Usage(
+            trace_tokens=usage.trace_tokens,
+            kept_tokens=usage.kept_tokens,
+            trace_chars=usage.trace_chars,
+            removed_chars=usage.removed_chars,
+            first_changed_byte=usage.first_changed_byte,
+            prompt_tokens=usage.prompt_tokens,
+            generated_tokens=usage.generated_tokens,
+        ),
+        timing=pb.Timing(
+            queue_ms=timing.queue_ms,
+            compute_ms=timing.compute_ms,
+            batch_size=timing.batch_size,
+            total_ms=timing.total_ms,
+        ),
+        model_id=result.model_id,
+        adapter_id=result.adapter_id,
+        raw_output=result.raw_output,
+    )
+
+
+def error_to_proto(error: PrunerError) -> pb.ItemError:
+    code, message = status_of(error)
+    return pb.ItemError(code=code.value[0], code_name=code.name, message=message)
+
+
+def stream_item_to_proto(request_id: str, item: PruneResult | PrunerError) -> pb.PruneStreamResponse:
+    if isinstance(item, PruneResult):
+        return pb.PruneStreamResponse(request_id=request_id, response=result_to_proto(item))
+    return pb.PruneStreamResponse(request_id=request_id, error=error_to_proto(item))
+
+
+def info_to_proto(info: EngineInfo, settings: Settings, limits: Limits) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        profile=info.profile,
+        model_id=info.model_id,
+        adapter_id=info.adapter_id,
+        adapter_version=info.adapter_version,
+        adapter_merged=bool(info.adapter_id),
+        template_sha256=info.template_sha256,
+        dtype=info.dtype,
+        device=info.device,
+        max_trace_chars=limits.max_trace_chars,
+        max_context_tokens=info.max_context_tokens,
+        max_commands=info.max_commands,
+        max_anchor_chars=info.max_anchor_chars,
+        max_batch=settings.max_batch,
+        note=info.note,
+    )

@@ -1,0 +1,46 @@
+"""The output grammar: a JSON list of ``{"prefix", "suffix"}`` commands whose anchors are substrings.
+
+Built per request with llguidance's substring lexeme, so every anchor the model can emit is a
+non-empty substring of that request's trace. Anchors are also limited to characters that need no
+JSON escaping (no ``"``, ``\\`` or control characters such as newlines), so the raw output is the
+JSON text itself and always parses, and to ``max_anchor_chars`` characters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from freelm_pruner_client.anchors import AnchorCommand
+
+_COMMAND = re.compile(r'\{"prefix": "([^"]*)", "suffix": "([^"]*)"\}')
+
+
+def command_grammar(trace: str, max_commands: int, max_anchor_chars: int) -> str:
+    """A Lark grammar for at most ``max_commands`` commands with anchors taken from ``trace``."""
+    if max_commands < 1 or max_anchor_chars < 1:
+        raise ValueError("max_commands and max_anchor_chars must be >= 1")
+    substring = json.dumps({"substring_chars": trace})
+    more = f'("," " " cmd){{0,{max_commands - 1}}}' if max_commands > 1 else ""
+    return "\n".join(
+        [
+            f'start: "[" (cmd {more})? "]"',
+            r'cmd: "{\"prefix\": \"" ANCHOR "\", \"suffix\": \"" ANCHOR "\"}"',
+            f'ANCHOR: %regex {substring} & /[^"\\\\\\x00-\\x1f]{{1,{max_anchor_chars}}}/',
+        ]
+    )
+
+
+def parse_commands(output: str) -> tuple[AnchorCommand, ...]:
+    """The complete commands in a (possibly truncated) grammar-constrained output, in order.
+
+    Anchors cannot contain ``"`` or ``\\``, so the command pattern matches exactly the commands the
+    grammar produced; a command cut off by the token budget is dropped.
+    """
+    return tuple(AnchorCommand(m.group(1), m.group(2)) for m in _COMMAND.finditer(output))
+
+
+def canonical_json(commands: tuple[AnchorCommand, ...]) -> str:
+    """The commands as the JSON text the grammar would produce for them."""
+    items = [{"prefix": c.prefix, "suffix": c.suffix} for c in commands]
+    return json.dumps(items, ensure_ascii=False)

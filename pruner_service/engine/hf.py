@@ -1,0 +1,191 @@
+"""The transformers engine: batched prefill and greedy decoding under the command grammar.
+
+Requests of one batch are left-padded into one tensor and decoded together with a KV cache; at
+every step each row's logits are masked by its own grammar matcher (llguidance), so each output
+is a valid command list whose anchors are substrings of that row's trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llguidance
+import llguidance.hf
+import numpy as np
+import structlog
+import torch
+from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+
+from pruner_service.domain import PruneOptions, PruneRequest
+from pruner_service.engine.base import EngineInfo, Proposal
+from pruner_service.engine.grammar import command_grammar, parse_commands
+from pruner_service.engine.load import LoadedModel
+from pruner_service.engine.profile import Profile
+from pruner_service.engine.prompt import render_prompt
+from pruner_service.errors import InvalidArgument
+
+log = structlog.get_logger(__name__)
+
+NO_ADAPTER_NOTE = (
+    "no Free-Module adapter: the base model alone proposes deletions under the grammar; "
+    "the loop collapser is deterministic and unaffected"
+)
+
+
+def _cache_argument(model: Any) -> str:
+    """The KV-cache keyword of ``model.forward``: ``cache`` (transformers >= 5.20) or the older one."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+@dataclass
+class _Row:
+    """Decoding state of one request in a batch."""
+
+    prompt_ids: list[int]
+    matcher: Any
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+class HFEngine:
+    """An ``Engine`` over a transformers causal LM with the Free-Module already merged."""
+
+    def __init__(self, loaded: LoadedModel, profile: Profile, max_new_tokens: int = 0) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.profile = profile
+        self.max_new_tokens = max_new_tokens or profile.max_new_tokens
+        self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+        self._cache_arg = _cache_argument(self.model)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        adapter = loaded.adapter
+        self.info = EngineInfo(
+            profile=profile.name,
+            model_id=profile.model_id,
+            adapter_id=adapter.adapter_id if adapter else "",
+            adapter_version=adapter.version if adapter else "",
+            template_sha256=profile.template_sha256,
+            dtype=profile.dtype,
+            device=str(self.device),
+            max_context_tokens=profile.context_tokens,
+            max_commands=profile.max_commands,
+            max_anchor_chars=profile.max_anchor_chars,
+            note=profile.note or ("" if adapter else NO_ADAPTER_NOTE),
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of ``texts`` (no special tokens)."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def warmup(self) -> None:
+        """One short constrained decode: a real forward pass through the whole path."""
+        request = PruneRequest("warmup", "Let me think. So the answer is 4.", "", PruneOptions())
+        result = self.propose([request], max_new_tokens=4)[0]
+        if isinstance(result, Exception):
+            raise result
+
+    def propose(
+        self, requests: Sequence[PruneRequest], max_new_tokens: int = 0
+    ) -> list[Proposal | Exception]:
+        """Decodes all requests as one batch; per-item errors (too long) are returned in place."""
+        results: list[Proposal | Exception] = []
+        rows: list[_Row] = []
+        for request in requests:
+            try:
+                rows.append(self._row(request))
+                results.append(Proposal((), "", 0, 0))
+            except InvalidArgument as exc:
+                results.append(exc)
+        live = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        if rows:
+            started = time.perf_counter()
+            self._decode(rows, max_new_tokens or self.max_new_tokens)
+            log.debug("batch_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
+        for index, row in zip(live, rows, strict=True):
+            text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+            results[index] = Proposal(
+                parse_commands(text), text, len(row.prompt_ids), len(row.generated)
+            )
+        return results
+
+    def _row(self, request: PruneRequest) -> _Row:
+        prompt = render_prompt(self.profile.template, request.trace, request.question)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        budget = self.profile.context_tokens - self.max_new_tokens
+        if len(ids) > budget:
+            raise InvalidArgument(
+                f"prompt has {len(ids)} tokens; the model's limit is {budget} "
+                f"(context {self.profile.context_tokens} minus {self.max_new_tokens} for output)"
+            )
+        max_commands = min(request.options.max_commands, self.profile.max_commands)
+        grammar = command_grammar(request.trace, max(max_commands, 1), self.profile.max_anchor_chars)
+        matcher = llguidance.LLMatcher(
+            self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0
+        )
+        if matcher.is_error():
+            raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
+        return _Row(ids, matcher)
+
+    @torch.inference_mode()
+    def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
+        input_ids, attention = self._left_pad([r.prompt_ids for r in rows])
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        bitmask = allocate_token_bitmask(len(rows), self.ll_tokenizer.vocab_size)
+        cache = None
+        for _ in range(max_new_tokens):
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_arg: cache},
+            )
+            cache = getattr(out, self._cache_arg)
+            next_ids = self._choose(out.logits[:, -1, :], rows, bitmask)
+            if all(r.done for r in rows):
+                break
+            input_ids = next_ids.unsqueeze(1).to(self.device)
+            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor) -> torch.Tensor:
+        """Greedy next token of every row under its grammar; finished rows get padding."""
+        scores = logits.float().cpu()
+        for i, row in enumerate(rows):
+            if not row.done:
+                fill_next_token_bitmask(row.matcher, bitmask, i)
+        allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
+        vocab = min(scores.shape[1], allowed.shape[1])
+        scores[:, vocab:] = float("-inf")
+        scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
+        choice = scores.argmax(dim=-1)
+        for i, row in enumerate(rows):
+            if row.done:
+                choice[i] = self.pad_id
+                continue
+            token = int(choice[i])
+            if token == self.tokenizer.eos_token_id or not row.matcher.consume_token(token):
+                row.done = True
+                continue
+            row.generated.append(token)
+            row.done = row.matcher.is_stopped()
+        return choice
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, seq in enumerate(sequences):
+            ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq) :] = 1
+        return ids.to(self.device), mask.to(self.device)

@@ -1,0 +1,87 @@
+"""Loading a profile's model: base weights, the Free-Module merged with ``merge_and_unload``.
+
+Knows nothing about prompts or decoding; returns the model and tokenizer ready for inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from pruner_service.engine.fetch import ensure_embedded
+from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on its device, its tokenizer, and the adapter merged into it (if any)."""
+
+    model: Any
+    tokenizer: Any
+    adapter: AdapterConfig | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
+    """The folder holding the profile's base model, fetching an embedded model if needed."""
+    if profile.model.startswith("embedded:"):
+        return ensure_embedded(profile.model.removeprefix("embedded:"), cache_dir)
+    path = Path(profile.model)
+    if not path.exists():
+        raise ProfileError(f"profile {profile.name}: base model {path} not found")
+    return path
+
+
+def load_model(profile: Profile, cache_dir: Path, device_name: str = "auto") -> LoadedModel:
+    """Loads the profile's base model and tokenizer, and merges its adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(profile, cache_dir)
+    dtype = getattr(torch, profile.dtype)
+    device = pick_device(device_name)
+    kwargs: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
+    if profile.gguf_file:
+        kwargs["gguf_file"] = profile.gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    adapter = None
+    if profile.adapter is not None:
+        adapter = AdapterConfig.load(profile.adapter)
+        model = merge_adapter(model, adapter)
+    model.to(device).eval()
+    log.info(
+        "model_loaded",
+        profile=profile.name,
+        model=profile.model_id,
+        adapter=adapter.adapter_id if adapter else None,
+        dtype=profile.dtype,
+        device=str(device),
+    )
+    return LoadedModel(model, tokenizer, adapter, device, dtype)
+
+
+def merge_adapter(model: Any, adapter: AdapterConfig) -> Any:
+    """``model`` with the LoRA adapter at ``adapter.path`` merged into its weights."""
+    from peft import PeftModel
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(adapter.target_modules) - names)
+    if missing:
+        raise ProfileError(
+            f"adapter {adapter.path}: target modules {missing} do not exist in the base model"
+        )
+    return PeftModel.from_pretrained(model, adapter.path).merge_and_unload()

@@ -1,0 +1,134 @@
+"""Profiles and adapters as validated value objects.
+
+A profile (a ``profile.json`` file) names a base model, an optional Free-Module adapter, the
+cleaning prompt template and the generation limits. Paths are relative to the profile's folder;
+a base model written ``embedded:NAME`` is one the set-up fetches into the cache (see ``fetch``).
+Loading fails fast, with one message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ProfileError(ValueError):
+    """A profile or adapter that cannot be served, with the reason."""
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The parts of a PEFT ``adapter_config.json`` the service relies on."""
+
+    path: Path
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    base_model: str
+    adapter_id: str
+    version: str
+
+    @classmethod
+    def load(cls, path: Path) -> AdapterConfig:
+        """Parses and checks the adapter folder at ``path``."""
+        config_file = path / "adapter_config.json"
+        if not config_file.is_file():
+            raise ProfileError(f"adapter {path}: no adapter_config.json")
+        raw = json.loads(config_file.read_text())
+        if raw.get("peft_type") != "LORA":
+            raise ProfileError(f"adapter {path}: peft_type {raw.get('peft_type')!r} is not LORA")
+        if raw.get("task_type") not in (None, "CAUSAL_LM"):
+            raise ProfileError(f"adapter {path}: task_type {raw['task_type']!r} is not CAUSAL_LM")
+        if raw.get("use_dora") or raw.get("modules_to_save"):
+            raise ProfileError(f"adapter {path}: DoRA and modules_to_save are not supported")
+        targets = raw.get("target_modules") or []
+        if isinstance(targets, str) or not targets:
+            raise ProfileError(f"adapter {path}: target_modules must be a non-empty list")
+        meta = _read_json(path / "freelm_adapter.json")
+        return cls(
+            path=path,
+            rank=int(raw["r"]),
+            alpha=float(raw.get("lora_alpha", raw["r"])),
+            target_modules=tuple(sorted(targets)),
+            base_model=str(raw.get("base_model_name_or_path") or ""),
+            adapter_id=str(meta.get("id") or path.name),
+            version=str(meta.get("version") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A servable configuration of base model, adapter, template and limits."""
+
+    name: str
+    model: str
+    model_id: str
+    gguf_file: str | None
+    adapter: Path | None
+    template: str
+    template_sha256: str
+    dtype: str
+    max_new_tokens: int
+    max_commands: int
+    max_anchor_chars: int
+    context_tokens: int
+    trust_remote_code: bool
+    note: str
+
+    @classmethod
+    def load(cls, name_or_path: str) -> Profile:
+        """Loads a profile by name (shipped under ``profiles/``) or by path to its JSON file."""
+        file = Path(name_or_path)
+        if file.is_dir():
+            file = file / "profile.json"
+        if not file.is_file():
+            file = PROFILES_DIR / name_or_path / "profile.json"
+        if not file.is_file():
+            shipped = ", ".join(sorted(p.name for p in PROFILES_DIR.iterdir() if p.is_dir()))
+            raise ProfileError(f"no profile {name_or_path!r} (shipped profiles: {shipped})")
+        return cls.from_dict(json.loads(file.read_text()), file.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], folder: Path) -> Profile:
+        """Builds and checks a profile from its parsed JSON, resolving paths against ``folder``."""
+        template_path = folder / raw.get("template", "template.txt")
+        if not template_path.is_file():
+            raise ProfileError(f"profile {raw.get('name')}: template {template_path} not found")
+        template = template_path.read_text()
+        for field in ("$trace", "$question"):
+            if field not in template:
+                raise ProfileError(f"profile template {template_path} lacks {field}")
+        dtype = raw.get("dtype", "float32")
+        if dtype not in _DTYPES:
+            raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+        adapter = raw.get("adapter")
+        model = str(raw["model"])
+        return cls(
+            name=str(raw["name"]),
+            model=model if model.startswith("embedded:") else str(folder / model),
+            model_id=str(raw.get("model_id", model)),
+            gguf_file=raw.get("gguf_file"),
+            adapter=(folder / adapter) if adapter else None,
+            template=template,
+            template_sha256=hashlib.sha256(template.encode()).hexdigest(),
+            dtype=dtype,
+            max_new_tokens=int(raw.get("max_new_tokens", 192)),
+            max_commands=int(raw.get("max_commands", 8)),
+            max_anchor_chars=int(raw.get("max_anchor_chars", 48)),
+            context_tokens=int(raw.get("context_tokens", 8192)),
+            trust_remote_code=bool(raw.get("trust_remote_code", False)),
+            note=str(raw.get("note", "")),
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}

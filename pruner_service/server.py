@@ -1,0 +1,172 @@
+"""Building and running the gRPC server: servicer, health, reflection, error mapping, shutdown.
+
+``build_server`` wires a service into a server bound to a port (0 picks a free one) and returns
+it unstarted, so tests run the real server in-process. ``serve`` is the process entry point:
+it starts the server, loads the model in the background, and shuts down in a fixed order on
+SIGTERM or SIGINT: health NOT_SERVING → stop admitting → drain → stop the server → release.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pruner_service.config import Settings
+from pruner_service.errors import PrunerError, status_of
+from pruner_service.service import PrunerService
+from pruner_service.servicer import PrunerServicer
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Pruner"].full_name
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Maps domain errors to status codes (one table, ``errors.STATUS_CODES``); others → INTERNAL."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _guard_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _abort(context: grpc.ServicerContext, method: str, error: BaseException) -> None:
+    code, message = status_of(error)
+    if isinstance(error, PrunerError):
+        log.info("rpc_error", method=method, code=code.name, message=message)
+    else:
+        log.error("rpc_internal_error", method=method, exc_info=error)
+    context.abort(code, message)
+
+
+def _guard_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behaviour(request, context)
+        except Exception as exc:
+            if _is_abort(context):
+                raise
+            _abort(context, method, exc)
+
+    return guarded
+
+
+def _guard_stream(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def guarded(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behaviour(requests, context)
+        except Exception as exc:
+            if _is_abort(context):
+                raise
+            _abort(context, method, exc)
+
+    return guarded
+
+
+def _is_abort(context: grpc.ServicerContext) -> bool:
+    return context.code() is not None
+
+
+@dataclass
+class Running:
+    """A built server and the parts tests and ``serve`` need to reach."""
+
+    server: grpc.Server
+    port: int
+    service: PrunerService
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = None) -> None:
+        """The shutdown sequence: not serving → stop admitting → drain → stop server → release."""
+        self.health.enter_graceful_shutdown()
+        self.service.shutdown(grace)
+        self.server.stop(grace=1.0).wait()
+
+
+def build_server(settings: Settings, service: PrunerService) -> Running:
+    """A server for ``service`` bound to ``settings.host:port``, not started; health NOT_SERVING."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+    )
+    pb_grpc.add_PrunerServicer_to_server(PrunerServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def report(ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, status)
+
+    service.on_ready_change(report)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {settings.host}:{settings.port}")
+    return Running(server, port, service, health_servicer)
+
+
+def serve(settings: Settings, service: PrunerService) -> int:
+    """Runs the server until SIGTERM or SIGINT; returns the process exit code."""
+    running = build_server(settings, service)
+    running.server.start()
+    address = f"{settings.host}:{running.port}"
+    log.info("listening", address=address, profile=settings.profile)
+    print(_how_to_call(address), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    while not stop.wait(0.5):
+        if service.failure:
+            log.error("not_serving", reason=service.failure)
+            running.stop(grace=0)
+            return 1
+    log.info("stopping", grace_s=settings.grace_s)
+    running.stop(settings.grace_s)
+    return 0
+
+
+def _how_to_call(address: str) -> str:
+    return (
+        f"FreeLM Pruner listening on {address} (health NOT_SERVING until the model is warm)\n"
+        f"  freelm-pruner prune TRACE.txt --server {address}\n"
+        f"  grpcurl -plaintext -d '{{\"trace\": \"...\"}}' {address} {SERVICE_NAME}/Prune\n"
+        f"  grpcurl -plaintext {address} grpc.health.v1.Health/Check"
+    )

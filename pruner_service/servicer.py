@@ -1,0 +1,83 @@
+"""The gRPC servicer: each RPC converts proto → domain, calls the service once, converts back.
+
+Errors are raised as domain exceptions and mapped to status codes by ``server.ErrorInterceptor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import structlog
+from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+
+from pruner_service import convert
+from pruner_service.domain import PruneRequest, PruneResult, new_request_id
+from pruner_service.errors import PrunerError
+from pruner_service.service import PrunerService, Rejected
+
+log = structlog.get_logger(__name__)
+
+
+class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
+    """Translates the ``freelm.pruner.v1.Pruner`` RPCs to ``PrunerService`` calls."""
+
+    def __init__(self, service: PrunerService) -> None:
+        self.service = service
+
+    def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
+        structlog.contextvars.bind_contextvars(request_id=request.request_id or None)
+        try:
+            domain = convert.request_from_proto(request, self.service.limits)
+            structlog.contextvars.bind_contextvars(request_id=domain.request_id)
+            deadline = self.service.deadline_for(context.time_remaining())
+            job = self.service.submit(domain, deadline)
+            context.add_callback(job.future.cancel)
+            result = self.service.wait(job)
+            _log_result(result)
+            return convert.result_to_proto(result)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def PruneStream(
+        self, request_iterator: Iterator[pb.PruneRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.PruneStreamResponse]:
+        deadline = self.service.deadline_for(context.time_remaining())
+        items = (self._stream_item(message) for message in request_iterator)
+        for request_id, item in self.service.prune_stream(items, deadline):
+            if isinstance(item, PrunerError):
+                log.info("prune", request_id=request_id, outcome=type(item).__name__)
+            else:
+                _log_result(item)
+            yield convert.stream_item_to_proto(request_id, item)
+
+    def _stream_item(self, message: pb.PruneRequest) -> PruneRequest | Rejected:
+        try:
+            return convert.request_from_proto(message, self.service.limits)
+        except PrunerError as exc:
+            return Rejected(message.request_id or new_request_id(), exc)
+
+    def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInfo:
+        return convert.info_to_proto(
+            self.service.info(), self.service.settings, self.service.limits
+        )
+
+
+def _log_result(result: PruneResult) -> None:
+    applied = sum(c.status.value == "APPLIED" for c in result.outcome.commands)
+    log.info(
+        "prune",
+        request_id=result.request_id,
+        outcome="ok",
+        commands=len(result.outcome.commands),
+        applied=applied,
+        deletions=len(result.outcome.deletions),
+        removed_chars=result.usage.removed_chars,
+        trace_chars=result.usage.trace_chars,
+        queue_ms=round(result.timing.queue_ms, 1),
+        compute_ms=round(result.timing.compute_ms, 1),
+        batch_size=result.timing.batch_size,
+    )
