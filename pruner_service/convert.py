@@ -93,6 +93,7 @@ def result_to_proto(result: PruneResult) -> pb.PruneResponse:
         model_id=result.model_id,
         adapter_id=result.adapter_id,
         raw_output=result.raw_output,
+        output_truncated=result.output_truncated,
     )
 
 

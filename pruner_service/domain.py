@@ -86,6 +86,7 @@ class PruneResult:
     model_id: str
     adapter_id: str
     return_pruned_trace: bool = True
+    output_truncated: bool = False
 
 
 def new_request_id() -> str:

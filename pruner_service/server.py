@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pruner_service.config import Settings
+from pruner_service.domain import new_request_id
 from pruner_service.errors import PrunerError, status_of
 from pruner_service.service import PrunerService
 from pruner_service.servicer import PrunerServicer
@@ -66,12 +67,17 @@ def _abort(context: grpc.ServicerContext, method: str, error: BaseException) -> 
 
 def _guard_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return behaviour(request, context)
-        except Exception as exc:
-            if _is_abort(context):
-                raise
-            _abort(context, method, exc)
+        if hasattr(request, "request_id") and not request.request_id:
+            request.request_id = new_request_id()
+        with structlog.contextvars.bound_contextvars(
+            request_id=getattr(request, "request_id", None)
+        ):
+            try:
+                return behaviour(request, context)
+            except Exception as exc:
+                if _is_abort(context):
+                    raise
+                _abort(context, method, exc)
 
     return guarded
 

@@ -27,18 +27,13 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
         self.service = service
 
     def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
-        structlog.contextvars.bind_contextvars(request_id=request.request_id or None)
-        try:
-            domain = convert.request_from_proto(request, self.service.limits)
-            structlog.contextvars.bind_contextvars(request_id=domain.request_id)
-            deadline = self.service.deadline_for(context.time_remaining())
-            job = self.service.submit(domain, deadline)
-            context.add_callback(job.future.cancel)
-            result = self.service.wait(job)
-            _log_result(result)
-            return convert.result_to_proto(result)
-        finally:
-            structlog.contextvars.clear_contextvars()
+        domain = convert.request_from_proto(request, self.service.limits)
+        deadline = self.service.deadline_for(context.time_remaining())
+        job = self.service.submit(domain, deadline)
+        context.add_callback(job.future.cancel)
+        result = self.service.wait(job)
+        _log_result(result)
+        return convert.result_to_proto(result)
 
     def PruneStream(
         self, request_iterator: Iterator[pb.PruneRequest], context: grpc.ServicerContext

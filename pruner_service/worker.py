@@ -100,6 +100,7 @@ class Worker:
             model_id=self.engine.info.model_id,
             adapter_id=self.engine.info.adapter_id,
             return_pruned_trace=request.options.return_pruned_trace,
+            output_truncated=proposal.truncated,
         )
 
 

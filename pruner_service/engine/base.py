@@ -23,6 +23,9 @@ class Proposal:
     raw_output: str
     prompt_tokens: int
     generated_tokens: int
+    truncated: bool = False
+    """Decoding stopped before the list closed (token budget, or a repeated command); the
+    complete commands are kept and ``raw_output`` is their JSON."""
 
 
 @dataclass(frozen=True)

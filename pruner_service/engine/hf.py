@@ -18,11 +18,12 @@ import llguidance.hf
 import numpy as np
 import structlog
 import torch
+from freelm_pruner_client.anchors import AnchorCommand
 from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import EngineInfo, Proposal
-from pruner_service.engine.grammar import command_grammar, parse_commands
+from pruner_service.engine.grammar import canonical_json, command_grammar, parse_commands
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import Profile
 from pruner_service.engine.prompt import render_prompt
@@ -42,6 +43,18 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def _tokens_containing(tokenizer: Any, text: str) -> frozenset[int]:
+    """Ids of the tokens whose text contains ``text``."""
+    return frozenset(
+        i for i in range(len(tokenizer)) if text in tokenizer.decode([i], skip_special_tokens=True)
+    )
+
+
+def _unique(commands: tuple[AnchorCommand, ...]) -> tuple[AnchorCommand, ...]:
+    """``commands`` without repeats, first occurrence kept."""
+    return tuple(dict.fromkeys(commands))
+
+
 @dataclass
 class _Row:
     """Decoding state of one request in a batch."""
@@ -50,6 +63,7 @@ class _Row:
     matcher: Any
     generated: list[int] = field(default_factory=list)
     done: bool = False
+    repeated: bool = False
 
 
 class HFEngine:
@@ -63,6 +77,7 @@ class HFEngine:
         self.max_new_tokens = max_new_tokens or profile.max_new_tokens
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
+        self._closing_tokens = _tokens_containing(self.tokenizer, "}")
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -102,7 +117,7 @@ class HFEngine:
         for request in requests:
             try:
                 rows.append(self._row(request))
-                results.append(Proposal((), "", 0, 0))
+                results.append(Proposal((), "", 0, 0, truncated=False))
             except InvalidArgument as exc:
                 results.append(exc)
         live = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
@@ -111,11 +126,21 @@ class HFEngine:
             self._decode(rows, max_new_tokens or self.max_new_tokens)
             log.debug("batch_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
         for index, row in zip(live, rows, strict=True):
-            text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-            results[index] = Proposal(
-                parse_commands(text), text, len(row.prompt_ids), len(row.generated)
-            )
+            results[index] = self._proposal(row)
         return results
+
+    def _proposal(self, row: _Row) -> Proposal:
+        """The row's commands; an output cut by the budget or a repeat is closed as valid JSON."""
+        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        commands = _unique(parse_commands(text))
+        finished = row.matcher.is_stopped() and not row.repeated
+        return Proposal(
+            commands,
+            text if finished else canonical_json(commands),
+            len(row.prompt_ids),
+            len(row.generated),
+            truncated=not finished,
+        )
 
     def _row(self, request: PruneRequest) -> _Row:
         prompt = render_prompt(self.profile.template, request.trace, request.question)
@@ -178,8 +203,16 @@ class HFEngine:
                 row.done = True
                 continue
             row.generated.append(token)
-            row.done = row.matcher.is_stopped()
+            row.done = row.matcher.is_stopped() or (
+                token in self._closing_tokens and self._repeats(row)
+            )
         return choice
+
+    def _repeats(self, row: _Row) -> bool:
+        """Whether the command just completed repeats an earlier one (a decoding loop)."""
+        commands = parse_commands(self.tokenizer.decode(row.generated, skip_special_tokens=True))
+        row.repeated = len(commands) > 1 and commands[-1] in commands[:-1]
+        return row.repeated
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in sequences)
