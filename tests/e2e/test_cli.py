@@ -1,0 +1,141 @@
+"""The ``freelm-pruner`` command as a user runs it: serve, prune (local and remote), info."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+
+from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE, wait_for_health
+
+CLI = [sys.executable, "-m", "pruner_service"]
+STABLE_REPLY_KEYS = {"request_id", "commands", "deletions", "pruned_trace", "usage", "timing"}
+
+
+def run_cli(*args: str, stdin: str | None = None, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FREELM_CACHE_DIR": str(cache_dir), "FREELM_LOG_LEVEL": "warning"}
+    return subprocess.run(
+        [*CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture
+def trace_file(tmp_path: Path) -> Path:
+    path = tmp_path / "trace.txt"
+    path.write_text(REALISTIC_TRACE, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def served(cache_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``freelm-pruner serve`` in its own process on a free port."""
+    env = {**os.environ, "FREELM_CACHE_DIR": str(cache_dir), "FREELM_PROFILE": str(FEWSHOT_PROFILE)}
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--device", "cpu", "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    match = re.search(r"listening on (\S+)", first)
+    assert match, f"no address in {first!r}"
+    yield process, match.group(1)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_prune_json_locally_uses_the_stable_names(trace_file: Path, cache_dir: Path) -> None:
+    out = run_cli(
+        "prune", str(trace_file), "--json", "--profile", str(FEWSHOT_PROFILE), cache_dir=cache_dir
+    )
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply.keys() >= STABLE_REPLY_KEYS
+    for command in reply["commands"]:
+        assert command.keys() >= {"prefix", "suffix", "status"}
+    for deletion in reply["deletions"]:
+        assert deletion.keys() == {"start", "end", "byte_start", "byte_end", "source"}
+    kept = "".join(
+        REALISTIC_TRACE[a:b]
+        for a, b in zip(
+            [0] + [d["end"] for d in reply["deletions"]],
+            [d["start"] for d in reply["deletions"]] + [len(REALISTIC_TRACE)],
+            strict=True,
+        )
+    )
+    assert reply["pruned_trace"] == kept
+    assert reply["usage"]["trace_chars"] == len(REALISTIC_TRACE)
+
+
+def test_prune_reports_bad_input_and_unreadable_files(cache_dir: Path, tmp_path: Path) -> None:
+    out = run_cli("prune", "-", "--profile", str(FEWSHOT_PROFILE), stdin="  ", cache_dir=cache_dir)
+    assert out.returncode == 1 and "INVALID_ARGUMENT: trace is empty" in out.stderr
+    out = run_cli("prune", str(tmp_path / "missing.txt"), cache_dir=cache_dir)
+    assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+def test_serve_answers_prune_and_info_then_drains_on_sigterm(
+    served: tuple[subprocess.Popen, str], trace_file: Path, cache_dir: Path
+) -> None:
+    process, address = served
+    with grpc.insecure_channel(address) as channel:
+        wait_for_health(channel)
+        out = run_cli("prune", str(trace_file), "--server", address, "--json", cache_dir=cache_dir)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout).keys() >= STABLE_REPLY_KEYS
+        info = run_cli("info", "--server", address, "--json", cache_dir=cache_dir)
+        assert json.loads(info.stdout)["profile"] == "test-fewshot"
+
+        replies: list[object] = []
+        stub = pb_grpc.PrunerStub(channel)
+        calls = [
+            threading.Thread(
+                target=lambda: replies.append(
+                    stub.Prune(pb.PruneRequest(trace=REALISTIC_TRACE), timeout=120)
+                )
+            )
+            for _ in range(3)
+        ]
+        for call in calls:
+            call.start()
+        time.sleep(0.5)  # admitted within milliseconds; one batch takes seconds on a CPU
+        process.send_signal(signal.SIGTERM)
+        for call in calls:
+            call.join(120)
+    assert process.wait(60) == 0
+    assert len(replies) == 3 and all(isinstance(r, pb.PruneResponse) for r in replies)
+    logs = process.stderr.read() if process.stderr else ""
+    assert '"drained": true' in logs
+
+
+def test_help_lists_the_commands_and_settings(cache_dir: Path) -> None:
+    out = run_cli("--help", cache_dir=cache_dir)
+    assert all(word in out.stdout for word in ("serve", "prune", "info", "fetch"))
+    out = run_cli("serve", "--help", cache_dir=cache_dir)
+    assert "--max-batch" in out.stdout and "FREELM_" in out.stdout
+
+
+def test_a_bad_setting_is_a_clear_error(cache_dir: Path) -> None:
+    env_out = subprocess.run(
+        [*CLI, "info"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FREELM_MAX_BATCH": "lots"},
+        timeout=60,
+    )
+    assert env_out.returncode == 2 and "FREELM_MAX_BATCH='lots'" in env_out.stderr

@@ -1,0 +1,148 @@
+"""The engine on the real SmolLM2 model: merging, batching, grammar, limits, profiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from freelm_pruner_client.anchors import AnchorCommand
+
+from pruner_service.domain import PruneOptions, PruneRequest
+from pruner_service.engine.grammar import parse_commands
+from pruner_service.engine.hf import HFEngine
+from pruner_service.engine.load import load_model
+from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
+from pruner_service.errors import InvalidArgument
+from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE
+
+TRACES = [
+    REALISTIC_TRACE,
+    "I need 7 * 8. Hmm, let me restate: what is 7 * 8. 7 * 8 = 56. So 56.",
+    "Start: x + 3 = 10. Maybe guess x = 5? No, that gives 8. Subtract 3: x = 7. Check: 7 + 3 = 10.",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir: Path) -> HFEngine:
+    profile = Profile.load(str(FEWSHOT_PROFILE))
+    return HFEngine(load_model(profile, cache_dir, "cpu"), profile)
+
+
+def requests(traces: list[str]) -> list[PruneRequest]:
+    return [PruneRequest(f"r{i}", t, "", PruneOptions()) for i, t in enumerate(traces)]
+
+
+def test_batched_results_equal_unbatched_ones(engine: HFEngine) -> None:
+    batch = requests(TRACES)
+    together = engine.propose(batch)
+    alone = [engine.propose([r])[0] for r in batch]
+    assert together == alone
+    assert any(p.commands for p in together if not isinstance(p, Exception))
+
+
+def test_outputs_parse_and_anchors_are_substrings_of_the_trace(engine: HFEngine) -> None:
+    for request, proposal in zip(requests(TRACES), engine.propose(requests(TRACES)), strict=True):
+        assert not isinstance(proposal, Exception)
+        parsed = json.loads(proposal.raw_output)
+        assert [AnchorCommand(**c) for c in parsed] == list(proposal.commands)
+        assert len(proposal.commands) <= 4
+        for c in proposal.commands:
+            assert c.prefix and c.suffix
+            assert c.prefix in request.trace and c.suffix in request.trace
+            assert len(c.prefix) <= 40 and len(c.suffix) <= 40
+
+
+def test_a_prompt_over_the_context_fails_alone(engine: HFEngine) -> None:
+    long = " ".join(f"word{i}" for i in range(9000))
+    results = engine.propose(requests([TRACES[1], long]))
+    assert not isinstance(results[0], Exception)
+    assert isinstance(results[1], InvalidArgument) and "model's limit" in str(results[1])
+
+
+def test_token_budget_closes_the_output_as_valid_json(engine: HFEngine) -> None:
+    proposal = engine.propose(requests([TRACES[0]]), max_new_tokens=12)[0]
+    assert not isinstance(proposal, Exception)
+    assert proposal.truncated and proposal.generated_tokens <= 12
+    assert json.loads(proposal.raw_output) == [
+        {"prefix": c.prefix, "suffix": c.suffix} for c in proposal.commands
+    ]
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+def test_merged_adapter_equals_unmerged_peft_and_differs_from_the_base(
+    cache_dir: Path, adapter_profile: Path, random_adapter: Path, base_model_dir: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    profile = Profile.load(str(adapter_profile))
+    merged = load_model(profile, cache_dir, "cpu")
+    ids = merged.tokenizer(REALISTIC_TRACE, return_tensors="pt")["input_ids"][:, :128]
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32).eval()
+    base_logits = _logits(base, ids)
+    unmerged = PeftModel.from_pretrained(base, random_adapter).eval()
+    merged_logits = _logits(merged.model, ids)
+    torch.testing.assert_close(merged_logits, _logits(unmerged, ids), atol=1e-3, rtol=1e-4)
+    assert (merged_logits - base_logits).abs().max() > 0.1
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
+
+
+def test_an_engine_with_an_adapter_reports_it(cache_dir: Path, adapter_profile: Path) -> None:
+    profile = Profile.load(str(adapter_profile))
+    engine = HFEngine(load_model(profile, cache_dir, "cpu"), profile)
+    assert engine.info.adapter_id == "test-random"
+    assert engine.info.adapter_version == "0.0.1"
+
+
+def test_adapter_configs_are_checked(tmp_path: Path, random_adapter: Path) -> None:
+    assert AdapterConfig.load(random_adapter).rank == 8
+    raw = json.loads((random_adapter / "adapter_config.json").read_text())
+    for change, words in [
+        ({"peft_type": "PREFIX_TUNING"}, "is not LORA"),
+        ({"task_type": "SEQ_CLS"}, "is not CAUSAL_LM"),
+        ({"target_modules": []}, "non-empty list"),
+        ({"use_dora": True}, "DoRA"),
+    ]:
+        folder = tmp_path / words.replace(" ", "_")
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({**raw, **change}))
+        with pytest.raises(ProfileError, match=words):
+            AdapterConfig.load(folder)
+    with pytest.raises(ProfileError, match="no adapter_config.json"):
+        AdapterConfig.load(tmp_path)
+
+
+def test_an_adapter_for_other_modules_fails_fast(
+    tmp_path: Path, random_adapter: Path, cache_dir: Path
+) -> None:
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    raw = json.loads((random_adapter / "adapter_config.json").read_text())
+    raw["target_modules"] = ["query_key_value"]
+    (folder / "adapter_config.json").write_text(json.dumps(raw))
+    profile = json.loads(FEWSHOT_PROFILE.read_text())
+    profile.update(adapter=str(folder))
+    (tmp_path / "template.txt").write_text((FEWSHOT_PROFILE.parent / "template.txt").read_text())
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    with pytest.raises(ProfileError, match=r"\['query_key_value'\] do not exist"):
+        load_model(Profile.load(str(tmp_path / "profile.json")), cache_dir, "cpu")
+
+
+def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="shipped profiles: smollm2-135m"):
+        Profile.load("no-such-profile")
+    (tmp_path / "template.txt").write_text("no placeholders")
+    (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "model": "m"}))
+    with pytest.raises(ProfileError, match=r"lacks \$trace"):
+        Profile.load(str(tmp_path))
+
+
+def test_parse_commands_drops_a_command_cut_off_mid_way() -> None:
+    text = '[{"prefix": "a b", "suffix": "c"}, {"prefix": "d", "suf'
+    assert parse_commands(text) == (AnchorCommand("a b", "c"),)
