@@ -50,7 +50,7 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freelm-pruner",
-        description="Context pruning for reasoning models: which parts of a trace can be forgotten.",
+        description="Context pruning for reasoning models: which parts of a trace to forget.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC service")
@@ -129,10 +129,7 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.server:
-        response = _prune_remote(args, trace)
-    else:
-        response = _prune_local(args, settings, trace)
+    response = _prune_remote(args, trace) if args.server else _prune_local(args, settings, trace)
     if response is None:
         return EXIT_FAILED
     _print_reply(response, args.json)

@@ -1,4 +1,4 @@
-"""The one typed settings object, built once at the entry point from flags and ``FREELM_*`` variables.
+"""The one typed settings object, built once at the entry point from flags and ``FREELM_*``.
 
 Every field can be set by an environment variable named ``FREELM_`` + the field name in upper case
 (``FREELM_MAX_BATCH=16``); a command-line flag wins over the variable. Nothing else in the service
@@ -38,9 +38,7 @@ class Settings:
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     max_batch: int = field(default=8, metadata={"help": "most requests in one batched forward"})
-    max_wait_ms: float = field(
-        default=10.0, metadata={"help": "how long a batch waits to fill up"}
-    )
+    max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits to fill up"})
     max_queue: int = field(default=256, metadata={"help": "queued requests before rejecting"})
     max_trace_chars: int = field(
         default=24_000, metadata={"help": "longest trace accepted, in code points"}

@@ -48,7 +48,7 @@ def command_to_proto(command: ResolvedCommand) -> pb.Command:
     message = pb.Command(
         prefix=command.prefix,
         suffix=command.suffix,
-        status=pb.CommandStatus.Value(command.status.value),
+        status=command.status.value,
     )
     if command.span is not None:
         message.start = command.span.start
@@ -64,7 +64,7 @@ def deletion_to_proto(deletion: Deletion) -> pb.Deletion:
         end=deletion.end,
         byte_start=deletion.byte_start,
         byte_end=deletion.byte_end,
-        source=pb.DeletionSource.Value(deletion.source.value),
+        source=deletion.source.value,
     )
 
 
@@ -102,7 +102,9 @@ def error_to_proto(error: PrunerError) -> pb.ItemError:
     return pb.ItemError(code=code.value[0], code_name=code.name, message=message)
 
 
-def stream_item_to_proto(request_id: str, item: PruneResult | PrunerError) -> pb.PruneStreamResponse:
+def stream_item_to_proto(
+    request_id: str, item: PruneResult | PrunerError
+) -> pb.PruneStreamResponse:
     if isinstance(item, PruneResult):
         return pb.PruneStreamResponse(request_id=request_id, response=result_to_proto(item))
     return pb.PruneStreamResponse(request_id=request_id, error=error_to_proto(item))

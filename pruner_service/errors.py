@@ -50,7 +50,7 @@ STATUS_CODES: dict[type[PrunerError], grpc.StatusCode] = {
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message for ``error``; unknown errors are INTERNAL."""
     for kind in type(error).__mro__:
-        code = STATUS_CODES.get(kind)  # type: ignore[call-overload]
+        code = STATUS_CODES.get(kind)
         if code is not None:
             return code, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"

@@ -1,4 +1,4 @@
-"""structlog, configured once at the entry point: JSON when not on a terminal, readable otherwise."""
+"""structlog, configured once at the entry point: JSON off a terminal, readable on one."""
 
 from __future__ import annotations
 

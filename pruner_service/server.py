@@ -34,7 +34,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Pruner"].full_name
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status codes (one table, ``errors.STATUS_CODES``); others → INTERNAL."""
+    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL."""
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -173,6 +173,6 @@ def _how_to_call(address: str) -> str:
     return (
         f"FreeLM Pruner listening on {address} (health NOT_SERVING until the model is warm)\n"
         f"  freelm-pruner prune TRACE.txt --server {address}\n"
-        f"  grpcurl -plaintext -d '{{\"trace\": \"...\"}}' {address} {SERVICE_NAME}/Prune\n"
+        f'  grpcurl -plaintext -d \'{{"trace": "..."}}\' {address} {SERVICE_NAME}/Prune\n'
         f"  grpcurl -plaintext {address} grpc.health.v1.Health/Check"
     )

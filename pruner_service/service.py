@@ -267,5 +267,7 @@ class PrunerService:
                 return self.submit(request, deadline)
             except QueueFull:
                 if time.time() >= deadline:
-                    raise DeadlineExceeded("deadline exceeded while waiting for queue space")
+                    raise DeadlineExceeded(
+                        "deadline exceeded while waiting for queue space"
+                    ) from None
                 time.sleep(0.05)

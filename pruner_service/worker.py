@@ -105,7 +105,7 @@ class Worker:
 
 
 def resolve(request: PruneRequest, proposal: Proposal) -> PruneOutcome:
-    """The proposal's commands and the loop collapser's spans, resolved under the request's rules."""
+    """The proposal's commands and the loop spans, resolved under the request's rules."""
     loops = loop_spans(request.trace) if request.options.collapse_loops else []
     return prune(
         request.trace,

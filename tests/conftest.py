@@ -1,4 +1,4 @@
-"""Shared fixtures: the real embedded model, a real LoRA adapter, a real server on a free port."""
+"""Shared fixtures: the real embedded model, a real LoRA adapter, a real server on port 0."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pruner_service.engine.fetch import ensure_embedded
 DATA = Path(__file__).parent / "data"
 FEWSHOT_PROFILE = DATA / "fewshot-profile" / "profile.json"
 
-REALISTIC_TRACE = """Okay, so I need to find how many apples Maria has left after she gives some away.
+REALISTIC_TRACE = """Okay, so I need to find how many apples Maria has left after she gives
+some away.
 She starts with 48 apples. She gives 1/4 of them to her brother, so that's 48 / 4 = 12 apples.
 
 Wait, let me double-check that division. 48 divided by 4 is 12, because 4 * 12 = 48. Yes, 12.

@@ -1,1 +1,1 @@
-"""The model side: profiles, loading (with the Free-Module merged), prompts, constrained decoding."""
+"""The model side: profiles, loading (Free-Module merged), prompts, constrained decoding."""

@@ -52,7 +52,9 @@ def embedded_model(name: str) -> EmbeddedModel:
     try:
         return EMBEDDED_MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}") from None
+        raise KeyError(
+            f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}"
+        ) from None
 
 
 def ensure_embedded(name: str, cache_dir: Path) -> Path:

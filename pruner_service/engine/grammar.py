@@ -1,4 +1,4 @@
-"""The output grammar: a JSON list of ``{"prefix", "suffix"}`` commands whose anchors are substrings.
+"""The output grammar: a JSON list of ``{"prefix", "suffix"}`` commands, anchors from the trace.
 
 Built per request with llguidance's substring lexeme, so every anchor the model can emit is a
 non-empty substring of that request's trace. Anchors are also limited to characters that need no

@@ -38,7 +38,7 @@ NO_ADAPTER_NOTE = (
 
 
 def _cache_argument(model: Any) -> str:
-    """The KV-cache keyword of ``model.forward``: ``cache`` (transformers >= 5.20) or the older one."""
+    """The KV-cache keyword of ``model.forward``: ``cache`` in newer transformers, else the old."""
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
@@ -152,7 +152,9 @@ class HFEngine:
                 f"(context {self.profile.context_tokens} minus {self.max_new_tokens} for output)"
             )
         max_commands = min(request.options.max_commands, self.profile.max_commands)
-        grammar = command_grammar(request.trace, max(max_commands, 1), self.profile.max_anchor_chars)
+        grammar = command_grammar(
+            request.trace, max(max_commands, 1), self.profile.max_anchor_chars
+        )
         matcher = llguidance.LLMatcher(
             self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0
         )
@@ -183,7 +185,9 @@ class HFEngine:
             attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
             positions = positions[:, -1:] + 1
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor) -> torch.Tensor:
+    def _choose(
+        self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor
+    ) -> torch.Tensor:
         """Greedy next token of every row under its grammar; finished rows get padding."""
         scores = logits.float().cpu()
         for i, row in enumerate(rows):

@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode on its device, its tokenizer, and the adapter merged into it (if any)."""
+    """A model in eval mode on its device, its tokenizer, and the adapter merged into it."""
 
     model: Any
     tokenizer: Any

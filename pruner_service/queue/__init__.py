@@ -1,1 +1,1 @@
-"""Queues between frontends and workers: the in-process one here, others behind the same interface."""
+"""Queues between frontends and workers, all behind one interface (``base.JobQueue``)."""

@@ -48,7 +48,9 @@ def test_reflection_lists_the_service(channel) -> None:
     reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
     names = {s.name for s in reply.list_services_response.service}
     assert {"freelm.pruner.v1.Pruner", "grpc.health.v1.Health"} <= names
-    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="freelm.pruner.v1.Pruner")
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="freelm.pruner.v1.Pruner"
+    )
     reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
     assert reply.file_descriptor_response.file_descriptor_proto
 
@@ -56,7 +58,9 @@ def test_reflection_lists_the_service(channel) -> None:
 def test_prune_end_to_end_agrees_with_the_resolver(channel) -> None:
     options = pb.PruneOptions(frozen_prefix_chars=20, protect_tail_chars=30)
     reply = stub(channel).Prune(
-        pb.PruneRequest(request_id="e2e-1", trace=REALISTIC_TRACE, question=QUESTION, options=options),
+        pb.PruneRequest(
+            request_id="e2e-1", trace=REALISTIC_TRACE, question=QUESTION, options=options
+        ),
         timeout=120,
     )
     assert reply.request_id == "e2e-1"

@@ -114,7 +114,7 @@ def test_adapter_configs_are_checked(tmp_path: Path, random_adapter: Path) -> No
         (folder / "adapter_config.json").write_text(json.dumps({**raw, **change}))
         with pytest.raises(ProfileError, match=words):
             AdapterConfig.load(folder)
-    with pytest.raises(ProfileError, match="no adapter_config.json"):
+    with pytest.raises(ProfileError, match=r"no adapter_config\.json"):
         AdapterConfig.load(tmp_path)
 
 
@@ -135,7 +135,7 @@ def test_an_adapter_for_other_modules_fails_fast(
 
 
 def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match="shipped profiles: smollm2-135m"):
+    with pytest.raises(ProfileError, match=r"shipped profiles: smollm2-135m"):
         Profile.load("no-such-profile")
     (tmp_path / "template.txt").write_text("no placeholders")
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "model": "m"}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from freelm_pruner_client.anchors import (
     AnchorCommand,
@@ -91,7 +93,9 @@ def test_result_does_not_depend_on_command_order(case: tuple, prot: Protection, 
 
 
 @given(trace_and_commands(), protections)
-def test_every_span_lies_in_the_trace_and_matches_its_anchors(case: tuple, prot: Protection) -> None:
+def test_every_span_lies_in_the_trace_and_matches_its_anchors(
+    case: tuple, prot: Protection
+) -> None:
     trace, commands = case
     for c in prune(trace, commands, protection=prot).commands:
         if c.span is None:
@@ -120,7 +124,7 @@ def test_pruned_trace_is_the_trace_minus_the_union(case: tuple, prot: Protection
         assert all(mask[span.start : span.end])
     assert (sum(mask) > 0) == bool(applied)
     ends = [(d.start, d.end) for d in out.deletions]
-    assert all(a_end < b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:], strict=False))
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in itertools.pairwise(ends))
 
 
 @given(trace_and_commands(), protections)
@@ -210,7 +214,9 @@ def test_protected_and_over_limit_keep_their_spans() -> None:
     out = prune(trace, [AnchorCommand("012", "345")], protection=Protection(frozen_prefix_chars=2))
     assert out.commands[0].status is Status.PROTECTED
     assert out.commands[0].span is not None and out.commands[0].span.start == 0
-    out = prune(trace, [AnchorCommand("abc", "hij")], protection=Protection(max_delete_fraction=0.2))
+    out = prune(
+        trace, [AnchorCommand("abc", "hij")], protection=Protection(max_delete_fraction=0.2)
+    )
     assert out.commands[0].status is Status.OVER_LIMIT
     assert out.deletions == () and out.pruned_trace == trace
 

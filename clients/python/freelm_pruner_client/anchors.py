@@ -198,7 +198,9 @@ def prune(
     protection = protection or Protection()
     n = len(trace)
     resolved = [_resolve_protected(trace, c, protection) for c in commands]
-    candidates = [(span, Source.MODEL) for status, span in resolved if status is Status.APPLIED and span]
+    candidates = [
+        (span, Source.MODEL) for status, span in resolved if status is Status.APPLIED and span
+    ]
     candidates += [(span, Source.LOOP) for span in loop_spans if not protection.touches(span, n)]
     merged = merge_spans(candidates)
     removed = sum(len(span) for span, _ in merged)

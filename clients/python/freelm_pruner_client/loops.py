@@ -47,7 +47,7 @@ def _runs(units: list[tuple[Span, str]], min_repeats: int) -> Iterator[Span]:
 
 
 def loop_spans(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
-    """Spans removing every extra copy in each verbatim loop of ``text``, sorted, possibly overlapping.
+    """Spans that remove every extra copy of each verbatim loop in ``text``; sorted, may overlap.
 
     Each span covers one extra copy and the whitespace before it, so deleting any subset of them
     leaves whole copies behind. Text with no loop gives an empty list.
