@@ -20,6 +20,7 @@ import structlog
 import torch
 from freelm_pruner_client.anchors import AnchorCommand
 from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+from transformers import DynamicCache
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import EngineInfo, Proposal
@@ -50,6 +51,20 @@ def _tokens_containing(tokenizer: Any, text: str) -> frozenset[int]:
     )
 
 
+def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
+    """One batch cache from single-row caches, each left-padded with zeros to ``width``."""
+    merged = DynamicCache()
+    for index in range(len(caches[0].layers)):
+        keys, values = [], []
+        for cache in caches:
+            layer = cache.layers[index]
+            pad = (0, 0, width - layer.keys.shape[-2], 0)
+            keys.append(torch.nn.functional.pad(layer.keys, pad))
+            values.append(torch.nn.functional.pad(layer.values, pad))
+        merged.update(torch.cat(keys), torch.cat(values), index)
+    return merged
+
+
 def _unique(commands: tuple[AnchorCommand, ...]) -> tuple[AnchorCommand, ...]:
     """``commands`` without repeats, first occurrence kept."""
     return tuple(dict.fromkeys(commands))
@@ -78,6 +93,7 @@ class HFEngine:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
+        self.prefill_rows_separately = self.device.type == "cpu"
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -164,26 +180,51 @@ class HFEngine:
 
     @torch.inference_mode()
     def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
-        input_ids, attention = self._left_pad([r.prompt_ids for r in rows])
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache, logits, attention, positions = self._prefill(rows)
         bitmask = allocate_token_bitmask(len(rows), self.ll_tokenizer.vocab_size)
-        cache = None
-        for _ in range(max_new_tokens):
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **{self._cache_arg: cache},
-            )
-            cache = getattr(out, self._cache_arg)
-            next_ids = self._choose(out.logits[:, -1, :], rows, bitmask)
-            if all(r.done for r in rows):
+        for step in range(max_new_tokens):
+            next_ids = self._choose(logits, rows, bitmask)
+            if all(r.done for r in rows) or step == max_new_tokens - 1:
                 break
-            input_ids = next_ids.unsqueeze(1).to(self.device)
             attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-            positions = positions[:, -1:] + 1
+            out = self._forward(next_ids.unsqueeze(1).to(self.device), attention, positions, cache)
+            logits = out.logits[:, -1, :]
+            positions = positions + 1
+
+    def _forward(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> Any:
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
+
+    def _prefill(self, rows: list[_Row]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's KV cache, last-position logits, attention mask and next positions.
+
+        Prompts of one length, or any prompts on an accelerator, run as one (left-padded) forward.
+        On a CPU, prefill is compute-bound (batching it gains nothing) and a padding mask moves
+        attention to a path about 50% slower, so prompts of different lengths are prefilled one
+        by one and their caches merged, left-padded, for the batched decode.
+        """
+        lengths = [len(r.prompt_ids) for r in rows]
+        input_ids, attention = self._left_pad([r.prompt_ids for r in rows])
+        next_positions = torch.tensor(lengths, device=self.device).unsqueeze(1)
+        if not self.prefill_rows_separately or len(set(lengths)) == 1:
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            out = self._forward(input_ids, attention, positions, None)
+            return getattr(out, self._cache_arg), out.logits[:, -1, :], attention, next_positions
+        caches, logits = [], []
+        for row in rows:
+            ids = torch.tensor([row.prompt_ids], device=self.device)
+            out = self._forward(ids, torch.ones_like(ids), None, None)
+            caches.append(getattr(out, self._cache_arg))
+            logits.append(out.logits[:, -1, :])
+        return _merge_caches(caches, max(lengths)), torch.cat(logits), attention, next_positions
 
     def _choose(
         self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor

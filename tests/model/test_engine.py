@@ -34,9 +34,15 @@ def requests(traces: list[str]) -> list[PruneRequest]:
     return [PruneRequest(f"r{i}", t, "", PruneOptions()) for i, t in enumerate(traces)]
 
 
-def test_batched_results_equal_unbatched_ones(engine: HFEngine) -> None:
+@pytest.mark.parametrize("rows_separately", [True, False], ids=["per-row-prefill", "padded"])
+def test_batched_results_equal_unbatched_ones(engine: HFEngine, rows_separately: bool) -> None:
     batch = requests(TRACES)
-    together = engine.propose(batch)
+    default = engine.prefill_rows_separately
+    engine.prefill_rows_separately = rows_separately
+    try:
+        together = engine.propose(batch)
+    finally:
+        engine.prefill_rows_separately = default
     alone = [engine.propose([r])[0] for r in batch]
     assert together == alone
     assert any(p.commands for p in together if not isinstance(p, Exception))
