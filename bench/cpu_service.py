@@ -9,7 +9,8 @@ Measures, in one run:
 Traces come from ../shared/data/real_traces.jsonl when present (cut to 2,000 tokens), otherwise
 from a built-in paragraph set. Writes a JSON result file and prints a Markdown table.
 
-    .venv/bin/python bench/cpu_service.py [--requests-per-client 3] [--out bench/results/cpu.json]
+    .venv/bin/python bench/cpu_service.py [--profile NAME|PATH] [--requests-per-client 3]
+        [--out bench/results/cpu_service.json]
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def traces(tokenizer, count: int, tokens: int) -> list[str]:
         texts = [r["trace"] for r in records if r["chars"] > tokens * 5]
     while len(texts) < count:
         n = len(texts)
-        texts.append("".join(FALLBACK.format(i=i, a=i * n, b=i + 7, c=i * n + i + 7) for i in range(200)))
+        texts.append(
+            "".join(FALLBACK.format(i=i, a=i * n, b=i + 7, c=i * n + i + 7) for i in range(200))
+        )
     cut = []
     for text in texts[:count]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
@@ -98,13 +101,18 @@ def throughput(stub: pb_grpc.PrunerStub, work: list[str], clients: int) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_service.json"))
     args = parser.parse_args()
     configure_logging("warning", "console")
-    settings = settings_from({"port": 0, "max_batch": 8, "max_wait_ms": 50.0, "device": "cpu"})
+    settings = settings_from(
+        {"port": 0, "max_batch": 8, "max_wait_ms": 50.0, "device": "cpu", "profile": args.profile}
+    )
     running = build_server(settings, build_service(settings))
     running.server.start()
     running.service.start(background=False)
@@ -122,11 +130,11 @@ def main() -> None:
     concurrent = throughput(stub, work, clients=8)
     running.stop(grace=5)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "profile": settings.profile,
         "trace_tokens": reply.usage.trace_tokens,
         "prompt_tokens": reply.usage.prompt_tokens,
-        "generated_tokens": reply.usage.generated_tokens,
+        "generated_tokens_last": reply.usage.generated_tokens,
         "bare_forward_s": round(floor, 3),
         "prune_p50_s": round(statistics.median(latencies), 3),
         "prune_latencies_s": [round(x, 3) for x in latencies],

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pruner_service.config import Settings, default_cache_dir
+from pruner_service.config import Settings, settings_from
 from pruner_service.engine.fetch import ensure_embedded
 
 DATA = Path(__file__).parent / "data"
@@ -35,8 +35,9 @@ So Maria has 27 apples left. The answer is 27."""
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    """The model cache; the embedded model is fetched into it if the set-up has not done so."""
-    path = default_cache_dir()
+    """The model cache (``FREELM_CACHE_DIR`` or the default); the embedded model is fetched into
+    it if the set-up has not done so."""
+    path = settings_from().cache_dir
     ensure_embedded("smollm2-135m-instruct", path)
     return path
 

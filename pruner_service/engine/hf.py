@@ -192,7 +192,11 @@ class HFEngine:
             positions = positions + 1
 
     def _forward(
-        self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache: Any
+        self,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        positions: torch.Tensor | None,
+        cache: Any,
     ) -> Any:
         return self.model(
             input_ids=input_ids,
@@ -206,15 +210,16 @@ class HFEngine:
     def _prefill(self, rows: list[_Row]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's KV cache, last-position logits, attention mask and next positions.
 
-        Prompts of one length, or any prompts on an accelerator, run as one (left-padded) forward.
-        On a CPU, prefill is compute-bound (batching it gains nothing) and a padding mask moves
-        attention to a path about 50% slower, so prompts of different lengths are prefilled one
-        by one and their caches merged, left-padded, for the batched decode.
+        On an accelerator the prompts run as one left-padded forward. On a CPU, prefill is
+        compute-bound: a batch of 4 equal 2k-token prompts took 11% longer than the same prompts
+        one by one, and a padding mask moves attention to a path about 50% slower. So there each
+        prompt is prefilled alone and the caches are merged, left-padded, for the batched decode,
+        which is where batching pays (decode reads all weights once per step, for every row).
         """
         lengths = [len(r.prompt_ids) for r in rows]
         input_ids, attention = self._left_pad([r.prompt_ids for r in rows])
         next_positions = torch.tensor(lengths, device=self.device).unsqueeze(1)
-        if not self.prefill_rows_separately or len(set(lengths)) == 1:
+        if not self.prefill_rows_separately or len(rows) == 1:
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             out = self._forward(input_ids, attention, positions, None)
             return getattr(out, self._cache_arg), out.logits[:, -1, :], attention, next_positions

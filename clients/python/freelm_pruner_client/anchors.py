@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Status(enum.Enum):
@@ -239,8 +240,23 @@ def _byte_span(span: Span | None, to_bytes: dict[int, int]) -> ByteSpan | None:
     return ByteSpan(span.start, span.end, to_bytes[span.start], to_bytes[span.end])
 
 
-def apply_deletions(trace: str, deletions: Sequence[Deletion]) -> str:
+class OffsetSpan(Protocol):
+    """Anything with code-point and byte offsets: a ``Deletion`` or the proto's ``Deletion``."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def byte_start(self) -> int: ...
+    @property
+    def byte_end(self) -> int: ...
+
+
+def apply_deletions(trace: str, deletions: Sequence[OffsetSpan]) -> str:
     """Applies a reply's ``deletions`` by code-point offset, checking that they fit ``trace``.
+
+    Accepts this module's ``Deletion`` objects or the proto messages of a ``PruneResponse``.
 
     Raises ``ValueError`` if the deletions are unsorted, overlapping, out of bounds, or if their
     byte offsets disagree with the trace (the trace is not the one that was pruned).
