@@ -57,6 +57,10 @@ class Settings:
     )
     grace_s: float = field(default=30.0, metadata={"help": "drain time on shutdown"})
     grpc_threads: int = field(default=64, metadata={"help": "gRPC handler threads"})
+    tls_cert_file: str = field(
+        default="", metadata={"help": "PEM certificate chain: serve TLS (with --tls-key-file)"}
+    )
+    tls_key_file: str = field(default="", metadata={"help": "PEM private key for TLS"})
     log_format: str = field(default="auto", metadata={"help": "auto, json or console"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 

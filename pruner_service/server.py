@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -142,10 +143,22 @@ def build_server(settings: Settings, service: PrunerService) -> Running:
             health_servicer.set(name, status)
 
     service.on_ready_change(report)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = _bind(server, settings)
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     return Running(server, port, service, health_servicer)
+
+
+def _bind(server: grpc.Server, settings: Settings) -> int:
+    """Binds the port, with TLS when a certificate and key are configured."""
+    address = f"{settings.host}:{settings.port}"
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
+    if not settings.tls_cert_file:
+        return int(server.add_insecure_port(address))
+    key = Path(settings.tls_key_file).read_bytes()
+    chain = Path(settings.tls_cert_file).read_bytes()
+    return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)])))
 
 
 def serve(settings: Settings, service: PrunerService) -> int:

@@ -1,23 +1,120 @@
-"""A synchronous gRPC client of the pruning service."""
+"""Synchronous and asynchronous gRPC clients of the pruning service.
+
+Both share one channel recipe: TLS when asked, and gRPC's own retry policy (exponential backoff
+with jitter) for ``UNAVAILABLE`` and ``RESOURCE_EXHAUSTED``, so a server that is loading, draining
+or momentarily full is retried transparently within the call's deadline. Failures surface as the
+typed errors of ``errors`` (one mapping from status codes).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
 from freelm_pruner_client.errors import from_rpc_error
 
+SERVICE = "freelm.pruner.v1.Pruner"
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """gRPC retry policy for the service's RPCs (``max_attempts`` is capped at 5 by gRPC)."""
+
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    backoff_multiplier: float = 2.0
+    codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+    def service_config(self) -> str:
+        """The channel's service config enabling this policy."""
+        policy = {
+            "maxAttempts": self.max_attempts,
+            "initialBackoff": f"{self.initial_backoff_s}s",
+            "maxBackoff": f"{self.max_backoff_s}s",
+            "backoffMultiplier": self.backoff_multiplier,
+            "retryableStatusCodes": list(self.codes),
+        }
+        method = {"name": [{"service": SERVICE}], "retryPolicy": policy}
+        return json.dumps({"methodConfig": [method]})
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS settings: a CA bundle to trust (default: the system's), and a client certificate."""
+
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path else None
+
+        return grpc.ssl_channel_credentials(
+            read(self.root_certificates), read(self.private_key), read(self.certificate_chain)
+        )
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """How to reach the server."""
+
+    address: str
+    tls: Tls | None = None
+    retry: RetryPolicy | None = field(default_factory=RetryPolicy)
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def options(self) -> list[tuple[str, Any]]:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.enable_retries", int(self.retry is not None)),
+        ]
+        if self.retry is not None:
+            options.append(("grpc.service_config", self.retry.service_config()))
+        if self.tls is not None and self.tls.server_name:
+            options.append(("grpc.ssl_target_name_override", self.tls.server_name))
+        return options
+
+
+def build_request(
+    trace: str, question: str = "", request_id: str = "", **options: Any
+) -> pb.PruneRequest:
+    """A ``PruneRequest``; ``options`` are ``PruneOptions`` fields (unset: server defaults)."""
+    return pb.PruneRequest(
+        request_id=request_id, trace=trace, question=question, options=pb.PruneOptions(**options)
+    )
+
 
 class PrunerClient:
-    """Calls one server; raises ``PrunerClientError`` subclasses on failure."""
+    """A blocking client; raises ``PrunerClientError`` subclasses on failure."""
 
-    def __init__(self, address: str, timeout: float = 300.0) -> None:
-        self.address = address
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls: Tls | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
+    ) -> None:
+        self.config = ChannelConfig(address, tls, retry)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, options=self.config.options())
+        else:
+            self._channel = grpc.secure_channel(
+                address, tls.credentials(), options=self.config.options()
+            )
         self._stub = pb_grpc.PrunerStub(self._channel)
 
     def prune(
@@ -28,18 +125,23 @@ class PrunerClient:
         timeout: float | None = None,
         **options: Any,
     ) -> pb.PruneResponse:
-        """Prunes ``trace``; ``options`` are ``PruneOptions`` fields (unset: server defaults)."""
-        request = pb.PruneRequest(
-            request_id=request_id,
-            trace=trace,
-            question=question,
-            options=pb.PruneOptions(**options),
-        )
+        """Prunes ``trace`` within ``timeout`` seconds (retries included)."""
+        request = build_request(trace, question, request_id, **options)
         try:
             response: pb.PruneResponse = self._stub.Prune(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return response
+
+    def prune_stream(
+        self, requests: Iterable[pb.PruneRequest], timeout: float | None = None
+    ) -> Iterator[pb.PruneStreamResponse]:
+        """Prunes many traces on one call; replies come in completion order, per-item errors
+        inside the replies. Raises only if the whole call fails."""
+        try:
+            yield from self._stub.PruneStream(iter(requests), timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
         try:
@@ -58,3 +160,69 @@ class PrunerClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class AsyncPrunerClient:
+    """An asyncio client (``grpc.aio``) with the same behaviour as ``PrunerClient``."""
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls: Tls | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
+    ) -> None:
+        self.config = ChannelConfig(address, tls, retry)
+        self.timeout = timeout
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(address, options=self.config.options())
+        else:
+            self._channel = grpc.aio.secure_channel(
+                address, tls.credentials(), options=self.config.options()
+            )
+        self._stub = pb_grpc.PrunerStub(self._channel)
+
+    async def prune(
+        self,
+        trace: str,
+        question: str = "",
+        request_id: str = "",
+        timeout: float | None = None,
+        **options: Any,
+    ) -> pb.PruneResponse:
+        request = build_request(trace, question, request_id, **options)
+        try:
+            response: pb.PruneResponse = await self._stub.Prune(
+                request, timeout=timeout or self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response
+
+    async def prune_stream(
+        self, requests: Iterable[pb.PruneRequest], timeout: float | None = None
+    ) -> AsyncIterator[pb.PruneStreamResponse]:
+        call = self._stub.PruneStream(iter(requests), timeout=timeout or self.timeout)
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
+        try:
+            info: pb.ModelInfo = await self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=timeout or self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return info
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncPrunerClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()

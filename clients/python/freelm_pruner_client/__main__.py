@@ -1,0 +1,3 @@
+from freelm_pruner_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""``freelm-pruner-client``: batch pruning of stored traces and server info, over gRPC only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from freelm_pruner_client.batch import BatchJob
+from freelm_pruner_client.client import PrunerClient, Tls
+from freelm_pruner_client.errors import PrunerClientError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freelm-pruner-client", description="Client of the FreeLM Pruner service."
+    )
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the service")
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA bundle: connect with TLS")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True)
+    batch = commands.add_parser(
+        "batch",
+        help="prune every record of a JSONL file",
+        description="Prunes a JSONL file of records into another; rerunning resumes. Each output "
+        "line has the record's id (or line number) and a result or an error.",
+    )
+    batch.add_argument("input", type=Path, help="input JSONL file")
+    batch.add_argument("-o", "--output", type=Path, required=True, help="output JSONL file")
+    batch.add_argument("--field", default="trace", help="field holding the trace")
+    batch.add_argument("--question-field", default="question", help="field holding the question")
+    batch.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    batch.add_argument("--frozen-prefix-chars", type=int, default=None)
+    batch.add_argument("--protect-tail-chars", type=int, default=None)
+    batch.add_argument("--max-delete-fraction", type=float, default=None)
+    batch.add_argument(
+        "--max-commands", type=int, default=None, help="0: loop collapser only, no model"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    commands.add_parser("info", help="print the server's model and limits as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tls = Tls(root_certificates=args.tls_ca) if args.tls_ca else None
+    with PrunerClient(args.server, timeout=args.timeout, tls=tls) as client:
+        if args.command == "info":
+            return _info(client)
+        return _batch(args, client)
+
+
+def _info(client: PrunerClient) -> int:
+    try:
+        info = client.model_info()
+    except PrunerClientError as exc:
+        print(f"error: {exc.code.name}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(MessageToDict(info, preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+def _batch(args: argparse.Namespace, client: PrunerClient) -> int:
+    if not args.input.is_file():
+        print(f"error: no input file {args.input}", file=sys.stderr)
+        return 2
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    names = ("frozen_prefix_chars", "protect_tail_chars", "max_delete_fraction", "max_commands")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    job = BatchJob(
+        args.input,
+        args.output,
+        client,
+        field_name=args.field,
+        question_field=args.question_field,
+        concurrency=args.concurrency,
+        options=options,
+        show_progress=not args.no_progress,
+    )
+    summary = job.run()
+    print(summary.line(), file=sys.stderr)
+    return 0

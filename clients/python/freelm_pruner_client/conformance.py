@@ -1,0 +1,251 @@
+"""Conformance vectors: language-neutral cases of the anchor semantics and the loop collapser.
+
+The vectors file (``proto/conformance/anchor_vectors_v1.json``) is generated from the normative
+resolver by this module and checked by the server's and the client's tests, so an implementation
+in another language proves it agrees by passing every case.
+
+Each case: ``trace``, ``commands`` (``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``,
+``protect_tail_chars``, ``max_delete_fraction``, ``collapse_loops``) and ``expect``: per-command
+``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when resolved), the ``deletions``
+(with ``source``) and the ``pruned_trace``.
+
+    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v1.json
+    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, prune
+from freelm_pruner_client.loops import loop_spans
+
+VERSION = 1
+_SEED = 20260215
+
+
+def run_case(case: dict[str, Any]) -> PruneOutcome:
+    """The outcome of one case under this package's resolver and collapser."""
+    options = case["options"]
+    trace = case["trace"]
+    return prune(
+        trace,
+        [AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"]],
+        loop_spans=loop_spans(trace) if options["collapse_loops"] else (),
+        protection=Protection(
+            options["frozen_prefix_chars"],
+            options["protect_tail_chars"],
+            options["max_delete_fraction"],
+        ),
+    )
+
+
+def expectation(outcome: PruneOutcome) -> dict[str, Any]:
+    """An outcome in the vectors' JSON form."""
+    commands = []
+    for c in outcome.commands:
+        item: dict[str, Any] = {"status": c.status.value}
+        if c.span is not None:
+            item.update(
+                start=c.span.start,
+                end=c.span.end,
+                byte_start=c.span.byte_start,
+                byte_end=c.span.byte_end,
+            )
+        commands.append(item)
+    deletions = [
+        {
+            "start": d.start,
+            "end": d.end,
+            "byte_start": d.byte_start,
+            "byte_end": d.byte_end,
+            "source": d.source.value,
+        }
+        for d in outcome.deletions
+    ]
+    return {"commands": commands, "deletions": deletions, "pruned_trace": outcome.pruned_trace}
+
+
+def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
+    """A case with its expectation; ``options``: frozen, tail, fraction, loops."""
+    case: dict[str, Any] = {
+        "name": name,
+        "trace": trace,
+        "commands": [{"prefix": p, "suffix": s} for p, s in commands],
+        "options": {
+            "frozen_prefix_chars": options.get("frozen", 0),
+            "protect_tail_chars": options.get("tail", 0),
+            "max_delete_fraction": options.get("fraction", 1.0),
+            "collapse_loops": options.get("loops", False),
+        },
+    }
+    case["expect"] = expectation(run_case(case))
+    return case
+
+
+def _handwritten() -> Iterator[dict[str, Any]]:
+    t = "Let me see. Wait, no. I think 7. Wait, so 7. Answer: 7."
+    yield _case("applied", t, [("Let me", "see.")])
+    yield _case("prefix_not_found", t, [("Maybe", "7.")])
+    yield _case("prefix_ambiguous", t, [("Wait", "7.")])
+    yield _case("suffix_not_found", t, [("Answer", "zzz")])
+    yield _case("suffix_before_prefix_only", t, [("Answer", "Let me")])
+    yield _case("empty_prefix", t, [("", "7.")])
+    yield _case("empty_suffix", t, [("Let me", "")])
+    yield _case("suffix_overlaps_prefix", "xx abcd yy", [("abcd", "cd")])
+    yield _case("suffix_equals_prefix", "xx abcd yy", [("abcd", "abcd")])
+    yield _case("suffix_inside_prefix_start", "xx abcd yy", [("abcd", "ab")])
+    yield _case("non_greedy_suffix", "A start. x END y END z", [("start", "END")])
+    yield _case("overlapping_prefix_occurrences", "aaa b", [("aa", "b")])
+    yield _case(
+        "overlapping_commands_merge", "one two three four five", [("one", "three"), ("two", "four")]
+    )
+    yield _case(
+        "adjacent_commands_merge", "one two three four", [("one", "two"), (" three", "four")]
+    )
+    yield _case("disjoint_commands", "one two three four five", [("one", "two"), ("four", "five")])
+    yield _case("duplicate_commands", "one two three", [("one", "two"), ("one", "two")])
+    yield _case("whole_trace", "delete all of this", [("delete", "this")])
+    yield _case("frozen_prefix_protects", "0123456789 abc", [("012", "345")], frozen=2)
+    yield _case("frozen_prefix_boundary", "0123456789 abc", [("234", "567")], frozen=2)
+    yield _case("protected_tail", "0123456789 abc", [("9 a", "bc")], tail=2)
+    yield _case("protected_tail_boundary", "0123456789 abc", [("345", "789")], tail=5)
+    yield _case("over_limit", "0123456789 abcdefghij", [("abc", "hij")], fraction=0.2)
+    yield _case("at_limit", "0123456789", [("0", "4")], fraction=0.5)
+    yield _case(
+        "over_limit_keeps_other_statuses",
+        "0123456789 abc",
+        [("012", "789"), ("x", "y")],
+        fraction=0.1,
+    )
+    yield _case("cjk", "我们先算一下。等等，不对。答案是七。", [("等等", "不对。")])
+    yield _case("emoji", "ok 😀 then 🎉 done 😀", [("then", "🎉")])
+    yield _case(
+        "combining_marks", "cafe\u0301 is ok. re\u0301sume\u0301 here.", [("is ok", "re\u0301")]
+    )
+    yield _case("crlf", "line one\r\nline two\r\nline three\r\n", [("two", "\r\n")])
+    yield _case("byte_offsets_after_multibyte", "ééé abc ééé xyz", [("abc", "xyz")])
+    yield _case("no_commands", "nothing to delete here", [])
+    loop = "So x = 3. Wait, no. Wait, no. Wait, no. Wait, no. Then x = 4."
+    yield _case("sentence_loop", loop, [], loops=True)
+    yield _case("sentence_loop_off", loop, [], loops=False)
+    yield _case("loop_and_model_merge", loop, [("So x", "3.")], loops=True)
+    yield _case(
+        "loop_touching_model_span",
+        "Wait, no. Wait, no. Wait, no. Then x = 4.",
+        [(" Then", "4.")],
+        loops=True,
+    )
+    yield _case(
+        "loop_protected_tail", "Wait, no. Wait, no. Wait, no. Wait, no.", [], loops=True, tail=10
+    )
+    yield _case(
+        "loop_frozen_prefix", "Wait, no. Wait, no. Wait, no. Wait, no.", [], loops=True, frozen=15
+    )
+    yield _case(
+        "loop_over_limit", "Wait, no. Wait, no. Wait, no. Wait, no.", [], loops=True, fraction=0.3
+    )
+    lines = "Start\nCheck the sum again\nCheck the sum again\nCheck the sum again\nEnd\n"
+    yield _case("line_loop", lines, [], loops=True)
+    para = "Let me recompute.\nThe total is 12 + 30 = 42."
+    yield _case("paragraph_loop", f"Intro.\n\n{para}\n\n{para}\n\n{para}\n\nSo 42.", [], loops=True)
+    yield _case(
+        "whitespace_variant_loop",
+        "Hmm so  the answer is 5.\nHmm so the answer is 5.\n  Hmm so the\tanswer is 5.\nDone.",
+        [],
+        loops=True,
+    )
+    yield _case("code_punctuation_not_a_loop", "if x:\n    }\n    }\n    }\n", [], loops=True)
+    yield _case("two_copies_not_a_loop", "Wait, no. Wait, no. Fine.", [], loops=True)
+
+
+_ALPHABETS = ["ab .", "ab .\né中😀\u0301\r", "xyz ,.!?\n", "中文。，😀🎉 a"]
+
+
+def _random_cases(count: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(_SEED)
+    for index in range(count):
+        alphabet = _ALPHABETS[index % len(_ALPHABETS)]
+        trace = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+        commands = []
+        for _ in range(rng.randint(0, 5)):
+            commands.append((_fragment(rng, trace, alphabet), _fragment(rng, trace, alphabet)))
+        n = len(trace)
+        yield _case(
+            f"random_{index:03d}",
+            trace,
+            commands,
+            frozen=rng.choice([0, 0, rng.randint(0, n)]),
+            tail=rng.choice([0, 0, rng.randint(0, n)]),
+            fraction=rng.choice([1.0, 0.6, 0.3]),
+            loops=rng.random() < 0.3,
+        )
+
+
+def _fragment(rng: random.Random, trace: str, alphabet: str) -> str:
+    if rng.random() < 0.05:
+        return ""
+    if rng.random() < 0.85:
+        i = rng.randrange(len(trace))
+        return trace[i : i + rng.randint(1, 6)]
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+
+
+_SENTENCES = ["Wait, no.", "Let me check 3 + 4 = 7.", "Hmm.", "So x = 7.", "再算一次。", "Okay 😀."]
+
+
+def _random_loop_cases(count: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(_SEED + 1)
+    for index in range(count):
+        parts: list[str] = []
+        for _ in range(rng.randint(2, 6)):
+            sentence = rng.choice(_SENTENCES)
+            parts.extend([sentence] * rng.choice([1, 1, 2, 3, 5]))
+        trace = rng.choice([" ", "\n"]).join(parts)
+        commands = [(_fragment(rng, trace, trace), _fragment(rng, trace, trace)) for _ in range(2)]
+        yield _case(
+            f"random_loop_{index:03d}",
+            trace,
+            commands,
+            frozen=rng.choice([0, rng.randint(0, len(trace))]),
+            tail=rng.choice([0, rng.randint(0, len(trace))]),
+            fraction=rng.choice([1.0, 0.6]),
+            loops=True,
+        )
+
+
+def generate() -> dict[str, Any]:
+    """All vectors: the handwritten cases, then seeded random ones."""
+    cases = list(_handwritten()) + list(_random_cases(200)) + list(_random_loop_cases(60))
+    return {"version": VERSION, "cases": cases}
+
+
+def check(vectors: dict[str, Any]) -> list[str]:
+    """Names of the cases this package's resolver disagrees with (empty: all pass)."""
+    return [c["name"] for c in vectors["cases"] if expectation(run_case(c)) != c["expect"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate or check the conformance vectors.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", type=Path, help="write freshly generated vectors here")
+    group.add_argument("--check", type=Path, help="check a vectors file against this resolver")
+    args = parser.parse_args(argv)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(json.dumps(generate(), ensure_ascii=False, indent=1) + "\n")
+        return 0
+    failed = check(json.loads(args.check.read_text(encoding="utf-8")))
+    for name in failed:
+        print(f"FAIL {name}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

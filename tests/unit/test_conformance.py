@@ -1,0 +1,58 @@
+"""The conformance vectors: generated from the normative resolver, and the server path agrees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from freelm_pruner_client.anchors import AnchorCommand
+from freelm_pruner_client.conformance import expectation, generate
+
+from pruner_service.domain import PruneOptions, PruneRequest
+from pruner_service.engine.base import Proposal
+from pruner_service.worker import resolve
+
+VECTORS = Path(__file__).resolve().parents[2] / "proto" / "conformance" / "anchor_vectors_v1.json"
+CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
+
+
+def test_the_committed_vectors_are_what_the_resolver_generates() -> None:
+    assert json.loads(VECTORS.read_text(encoding="utf-8")) == generate()
+
+
+def test_the_vectors_cover_every_status_source_and_non_ascii_text() -> None:
+    assert len(CASES) >= 200
+    statuses = {c["status"] for case in CASES for c in case["expect"]["commands"]}
+    assert statuses == {
+        "APPLIED",
+        "INVALID_COMMAND",
+        "PREFIX_NOT_FOUND",
+        "PREFIX_AMBIGUOUS",
+        "SUFFIX_NOT_FOUND",
+        "PROTECTED",
+        "OVER_LIMIT",
+    }
+    sources = {d["source"] for case in CASES for d in case["expect"]["deletions"]}
+    assert sources == {"MODEL", "LOOP", "MODEL_AND_LOOP"}
+    assert sum(any(ord(ch) > 127 for ch in case["trace"]) for case in CASES) >= 50
+    assert any(len(case["expect"]["commands"]) > 1 for case in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_the_server_path_agrees_with_every_vector(case: dict) -> None:
+    options = case["options"]
+    request = PruneRequest(
+        case["name"],
+        case["trace"],
+        "",
+        PruneOptions(
+            frozen_prefix_chars=options["frozen_prefix_chars"],
+            protect_tail_chars=options["protect_tail_chars"],
+            max_delete_fraction=options["max_delete_fraction"],
+            collapse_loops=options["collapse_loops"],
+        ),
+    )
+    commands = tuple(AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"])
+    outcome = resolve(request, Proposal(commands, "", 0, 0))
+    assert expectation(outcome) == case["expect"]
