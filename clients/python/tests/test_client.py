@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
-
 from freelm_pruner_client import apply_deletions
 from freelm_pruner_client.client import AsyncPrunerClient, PrunerClient, RetryPolicy, build_request
 from freelm_pruner_client.errors import InvalidArgumentError, UnavailableError

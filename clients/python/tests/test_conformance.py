@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from conftest import REPO
-
 from freelm_pruner_client.conformance import check
 
 VECTORS = REPO / "proto" / "conformance" / "anchor_vectors_v1.json"

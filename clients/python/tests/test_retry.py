@@ -12,9 +12,8 @@ import grpc
 import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
-
 from freelm_pruner_client.client import PrunerClient, RetryPolicy
-from freelm_pruner_client.errors import InvalidArgumentError, QueueFullError
+from freelm_pruner_client.errors import InvalidArgumentError, QueueFullError, UnavailableError
 
 
 class Flaky(pb_grpc.PrunerServicer):
@@ -76,6 +75,6 @@ def test_invalid_argument_is_not_retried(flaky) -> None:
 
 def test_retries_can_be_turned_off(flaky) -> None:
     servicer, address = flaky(1, grpc.StatusCode.UNAVAILABLE)
-    with PrunerClient(address, timeout=10, retry=None) as client, pytest.raises(Exception):
+    with PrunerClient(address, timeout=10, retry=None) as client, pytest.raises(UnavailableError):
         client.prune("x")
     assert servicer.calls == 1

@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import start_server, stop, wait_serving
-
 from freelm_pruner_client.client import PrunerClient, Tls
 from freelm_pruner_client.errors import UnavailableError
 
