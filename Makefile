@@ -31,9 +31,9 @@ proto: $(PY)
 	$(PY) -m pip install --quiet "grpcio-tools>=1.70" "protobuf>=7.35.1"
 	mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=clients/python --pyi_out=clients/python \
-		--grpc_python_out=clients/python $(PROTO)
+		--grpc_python_out=clients/python $(PROTO) proto/freelm/pruner/v1/queue.proto
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml $(PROTO) | $(PY)
+$(STAMP): pyproject.toml clients/python/pyproject.toml proto/freelm/pruner/v1/*.proto | $(PY)
 	$(MAKE) proto
 	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $(STAMP)

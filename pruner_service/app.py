@@ -1,22 +1,33 @@
-"""Assembling a service from settings: profile → engine factory → service with its limits."""
+"""Assembling a service from settings: profile → engine factory → queue → service, by role.
+
+- no ``--redis``: one process, in-process queue, frontend and worker together (embedded mode);
+- ``--redis URL --role all``: frontend and worker in one process, sharing the Redis stream;
+- ``--role frontend``: validates, admits and waits; computes nothing;
+- ``--role worker``: computes batches from the stream; serves no gRPC.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import structlog
 
 from pruner_service.config import Settings
 from pruner_service.domain import Limits
 from pruner_service.engine.base import Engine
-from pruner_service.engine.profile import Profile
-from pruner_service.service import PrunerService
+from pruner_service.engine.profile import Profile, describe
+from pruner_service.metrics import Metrics
+from pruner_service.queue.base import ClosedQueue
+from pruner_service.service import Consumer, PrunerService
+from pruner_service.worker import Worker
 
 log = structlog.get_logger(__name__)
 
+ROLES = ("all", "frontend", "worker")
 
-def build_service(settings: Settings) -> PrunerService:
-    """A service for ``settings.profile``; the engine loads when the service starts."""
-    profile = Profile.load(settings.profile)
-    limits = Limits(settings.max_trace_chars, settings.max_question_chars, profile.max_commands)
+
+def engine_factory(settings: Settings, profile: Profile) -> Callable[[], Engine]:
+    """Loads the profile's model (with its Free-Module merged) when called."""
 
     def make_engine() -> Engine:
         import torch
@@ -29,4 +40,71 @@ def build_service(settings: Settings) -> PrunerService:
         loaded = load_model(profile, settings.cache_dir, settings.device)
         return HFEngine(loaded, profile, settings.max_new_tokens)
 
-    return PrunerService(settings, make_engine, limits)
+    return make_engine
+
+
+def build_service(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    make_engine: Callable[[], Engine] | None = None,
+) -> PrunerService:
+    """A service for ``settings``; the engine (if the role computes) loads when it starts.
+
+    ``make_engine`` replaces the profile's engine (benchmarks isolating the transport).
+    """
+    if settings.role not in ROLES:
+        raise ValueError(f"--role must be one of {', '.join(ROLES)}, got {settings.role!r}")
+    profile = Profile.load(settings.profile)
+    limits = Limits(settings.max_trace_chars, settings.max_question_chars, profile.max_commands)
+    make_engine = make_engine or engine_factory(settings, profile)
+    if not settings.redis:
+        if settings.role != "all":
+            raise ValueError(f"--role {settings.role} needs --redis URL (a shared queue)")
+        return PrunerService(settings, make_engine, limits)
+    return _redis_service(settings, profile, limits, make_engine, metrics)
+
+
+def _redis_service(
+    settings: Settings,
+    profile: Profile,
+    limits: Limits,
+    make_engine: Callable[[], Engine],
+    metrics: Metrics | None,
+) -> PrunerService:
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    from pruner_service.queue.keys import RedisKeys
+    from pruner_service.queue.redis_frontend import RedisFrontend
+    from pruner_service.queue.redis_worker import RedisWorkerLoop
+
+    client = redis.Redis.from_url(
+        settings.redis,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=2),
+        health_check_interval=10,
+    )
+    keys = RedisKeys(settings.namespace)
+    info = describe(profile)
+    computes = settings.role in ("all", "worker")
+
+    def consumer(worker: Worker) -> Consumer:
+        return RedisWorkerLoop(client, keys, settings, limits, worker, metrics)
+
+    queue = (
+        RedisFrontend(client, keys, info, settings.max_queue, metrics)
+        if settings.role != "worker"
+        else ClosedQueue("this process is a worker; send requests to a frontend")
+    )
+    if metrics is not None and isinstance(queue, RedisFrontend):
+        metrics.track_depth(queue.depth)
+    return PrunerService(
+        settings,
+        make_engine if computes else None,
+        limits,
+        job_queue=queue,
+        consumer_factory=consumer,
+        info=info,
+    )

@@ -89,9 +89,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from pruner_service.app import build_service
+    from pruner_service.metrics import Metrics
     from pruner_service.server import serve
 
-    return serve(settings, build_service(settings))
+    metrics = Metrics()
+    try:
+        service = build_service(settings, metrics)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(settings, service, metrics)
 
 
 def _fetch(args: argparse.Namespace, settings: Settings) -> int:

@@ -61,6 +61,22 @@ class Settings:
         default="", metadata={"help": "PEM certificate chain: serve TLS (with --tls-key-file)"}
     )
     tls_key_file: str = field(default="", metadata={"help": "PEM private key for TLS"})
+    role: str = field(
+        default="all", metadata={"help": "all, frontend or worker (frontend/worker need --redis)"}
+    )
+    redis: str = field(
+        default="", metadata={"help": "Redis URL of the shared queue (default: in-process queue)"}
+    )
+    namespace: str = field(default="freelm", metadata={"help": "prefix of every Redis key"})
+    claim_idle_ms: int = field(
+        default=60_000, metadata={"help": "reclaim a job unacknowledged this long (> p99 compute)"}
+    )
+    max_deliveries: int = field(
+        default=3, metadata={"help": "deliveries before a job goes to the dead-letter stream"}
+    )
+    result_ttl_s: int = field(default=600, metadata={"help": "how long results are kept"})
+    cache_ttl_s: int = field(default=3600, metadata={"help": "how long the result cache keeps"})
+    metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
     log_format: str = field(default="auto", metadata={"help": "auto, json or console"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 

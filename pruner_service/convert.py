@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from freelm.pruner.v1 import pruner_pb2 as pb
-from freelm_pruner_client.anchors import Deletion, ResolvedCommand
+from freelm_pruner_client.anchors import (
+    ByteSpan,
+    Deletion,
+    PruneOutcome,
+    ResolvedCommand,
+    Source,
+    Status,
+)
 
 from pruner_service.config import Settings
-from pruner_service.domain import Limits, PruneOptions, PruneRequest, PruneResult, validate_request
+from pruner_service.domain import (
+    Limits,
+    PruneOptions,
+    PruneRequest,
+    PruneResult,
+    Timing,
+    Usage,
+    validate_request,
+)
 from pruner_service.engine.base import EngineInfo
 from pruner_service.errors import PrunerError, status_of
 
@@ -126,4 +141,65 @@ def info_to_proto(info: EngineInfo, settings: Settings, limits: Limits) -> pb.Mo
         max_anchor_chars=info.max_anchor_chars,
         max_batch=settings.max_batch,
         note=info.note,
+    )
+
+
+def request_to_proto(request: PruneRequest) -> pb.PruneRequest:
+    """A validated request with every option set explicitly (so no default can differ later)."""
+    o = request.options
+    return pb.PruneRequest(
+        request_id=request.request_id,
+        trace=request.trace,
+        question=request.question,
+        options=pb.PruneOptions(
+            frozen_prefix_chars=o.frozen_prefix_chars,
+            protect_tail_chars=o.protect_tail_chars,
+            max_delete_fraction=o.max_delete_fraction,
+            max_commands=o.max_commands,
+            return_pruned_trace=o.return_pruned_trace,
+            collapse_loops=o.collapse_loops,
+        ),
+    )
+
+
+def command_from_proto(message: pb.Command) -> ResolvedCommand:
+    span = None
+    if message.HasField("start"):
+        span = ByteSpan(message.start, message.end, message.byte_start, message.byte_end)
+    return ResolvedCommand(
+        message.prefix, message.suffix, Status(pb.CommandStatus.Name(message.status)), span
+    )
+
+
+def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = True) -> PruneResult:
+    """The domain result of a reply computed elsewhere (a queue worker, which always stores the
+    pruned trace); ``return_pruned_trace`` is the asking request's option."""
+    deletions = tuple(
+        Deletion(d.start, d.end, d.byte_start, d.byte_end, Source(pb.DeletionSource.Name(d.source)))
+        for d in message.deletions
+    )
+    u, t = message.usage, message.timing
+    return PruneResult(
+        request_id=message.request_id,
+        outcome=PruneOutcome(
+            commands=tuple(command_from_proto(c) for c in message.commands),
+            deletions=deletions,
+            pruned_trace=message.pruned_trace,
+            removed_chars=u.removed_chars,
+        ),
+        raw_output=message.raw_output,
+        usage=Usage(
+            u.trace_tokens,
+            u.kept_tokens,
+            u.trace_chars,
+            u.removed_chars,
+            u.first_changed_byte,
+            u.prompt_tokens,
+            u.generated_tokens,
+        ),
+        timing=Timing(t.queue_ms, t.compute_ms, t.batch_size, t.total_ms),
+        model_id=message.model_id,
+        adapter_id=message.adapter_id,
+        return_pruned_trace=return_pruned_trace,
+        output_truncated=message.output_truncated,
     )

@@ -54,3 +54,11 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
         if code is not None:
             return code, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+
+
+def error_from_status(code_name: str, message: str) -> PrunerError:
+    """The domain error for a status computed elsewhere (a queue worker); unknown → Internal."""
+    for kind, code in STATUS_CODES.items():
+        if code.name == code_name:
+            return kind(message)
+    return Internal(message)

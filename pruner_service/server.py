@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from pruner_service.config import Settings
 from pruner_service.domain import new_request_id
 from pruner_service.errors import PrunerError, status_of
+from pruner_service.metrics import Metrics
 from pruner_service.service import PrunerService
 from pruner_service.servicer import PrunerServicer
 
@@ -35,7 +36,11 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Pruner"].full_name
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL."""
+    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL.
+    Counts answered ``Prune`` calls by status when given metrics."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -44,7 +49,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method = details.method.rsplit("/", 1)[-1]
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary, method),
+                _guard_unary(handler.unary_unary, method, self.metrics),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -66,7 +71,13 @@ def _abort(context: grpc.ServicerContext, method: str, error: BaseException) -> 
     context.abort(code, message)
 
 
-def _guard_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _guard_unary(
+    behaviour: Callable[..., Any], method: str, metrics: Metrics | None
+) -> Callable[..., Any]:
+    def count(status: str) -> None:
+        if metrics is not None and method == "Prune":
+            metrics.requests.labels(status).inc()
+
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
         if hasattr(request, "request_id") and not request.request_id:
             request.request_id = new_request_id()
@@ -74,11 +85,14 @@ def _guard_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., An
             request_id=getattr(request, "request_id", None)
         ):
             try:
-                return behaviour(request, context)
+                reply = behaviour(request, context)
             except Exception as exc:
                 if _is_abort(context):
                     raise
+                count(status_of(exc)[0].name)
                 _abort(context, method, exc)
+            count("OK")
+            return reply
 
     return guarded
 
@@ -115,11 +129,13 @@ class Running:
         self.server.stop(grace=1.0).wait()
 
 
-def build_server(settings: Settings, service: PrunerService) -> Running:
+def build_server(
+    settings: Settings, service: PrunerService, metrics: Metrics | None = None
+) -> Running:
     """A server for ``service`` bound to ``settings.host:port``, not started; health NOT_SERVING."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(metrics)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -161,16 +177,25 @@ def _bind(server: grpc.Server, settings: Settings) -> int:
     return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)])))
 
 
-def serve(settings: Settings, service: PrunerService) -> int:
-    """Runs the server until SIGTERM or SIGINT; returns the process exit code."""
-    running = build_server(settings, service)
-    running.server.start()
-    address = f"{settings.host}:{running.port}"
-    log.info("listening", address=address, profile=settings.profile)
-    print(_how_to_call(address), flush=True)
+def _stop_event() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def serve(settings: Settings, service: PrunerService, metrics: Metrics | None = None) -> int:
+    """Runs the process's role until SIGTERM or SIGINT; returns the process exit code."""
+    if metrics is not None and settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    if settings.role == "worker":
+        return _serve_worker(settings, service)
+    running = build_server(settings, service, metrics)
+    running.server.start()
+    address = f"{settings.host}:{running.port}"
+    log.info("listening", address=address, profile=settings.profile, role=settings.role)
+    print(_how_to_call(address, tls=bool(settings.tls_cert_file)), flush=True)
+    stop = _stop_event()
     service.start()
     while not stop.wait(0.5):
         if service.failure:
@@ -182,10 +207,25 @@ def serve(settings: Settings, service: PrunerService) -> int:
     return 0
 
 
-def _how_to_call(address: str) -> str:
+def _serve_worker(settings: Settings, service: PrunerService) -> int:
+    """A worker process: no gRPC port; computes from the shared queue until signalled."""
+    stop = _stop_event()
+    print(f"FreeLM Pruner worker on {settings.redis} (namespace {settings.namespace})", flush=True)
+    service.start()
+    while not stop.wait(0.5):
+        if service.failure:
+            log.error("not_serving", reason=service.failure)
+            return 1
+    log.info("stopping", grace_s=settings.grace_s)
+    service.shutdown(settings.grace_s)
+    return 0
+
+
+def _how_to_call(address: str, tls: bool = False) -> str:
+    flag = "" if tls else "-plaintext "
     return (
-        f"FreeLM Pruner listening on {address} (health NOT_SERVING until the model is warm)\n"
+        f"FreeLM Pruner listening on {address} (health NOT_SERVING until ready)\n"
         f"  freelm-pruner prune TRACE.txt --server {address}\n"
-        f'  grpcurl -plaintext -d \'{{"trace": "..."}}\' {address} {SERVICE_NAME}/Prune\n'
-        f"  grpcurl -plaintext {address} grpc.health.v1.Health/Check"
+        f'  grpcurl {flag}-d \'{{"trace": "..."}}\' {address} {SERVICE_NAME}/Prune\n'
+        f"  grpcurl {flag}{address} grpc.health.v1.Health/Check"
     )

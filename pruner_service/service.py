@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -36,6 +37,15 @@ class Rejected:
 
 StreamItem = tuple[str, PruneResult | PrunerError]
 _END = object()
+READINESS_POLL_S = 1.0
+
+
+class Consumer(Protocol):
+    """What takes admitted jobs to a worker: the in-process batch loop or a Redis worker loop."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class PrunerService:
@@ -44,24 +54,33 @@ class PrunerService:
     def __init__(
         self,
         settings: Settings,
-        engine_factory: Callable[[], Engine],
+        engine_factory: Callable[[], Engine] | None,
         limits: Limits,
         job_queue: JobQueue | None = None,
+        consumer_factory: Callable[[Worker], Consumer] | None = None,
+        info: EngineInfo | None = None,
     ) -> None:
+        """``engine_factory`` None: a frontend that computes nothing (``info`` describes what
+        its workers serve). ``consumer_factory`` None: an in-process batch loop on ``job_queue``.
+        """
         self.settings = settings
         self.limits = limits
         self.queue = job_queue or MemoryQueue(
             settings.max_queue, settings.max_batch, settings.max_wait_ms
         )
         self._engine_factory = engine_factory
+        self._consumer_factory = consumer_factory or (lambda worker: BatchLoop(self.queue, worker))
+        self._info = info
+        self._not_ready_reason: str | None = None
         self._ready_callbacks: list[Callable[[bool], None]] = []
         self._ready = threading.Event()
         self._settled = threading.Event()
         self._failure: str | None = None
         self._engine: Engine | None = None
-        self._loop: BatchLoop | None = None
+        self._consumer: Consumer | None = None
         self._pending: set[Job] = set()
         self._lock = threading.Lock()
+        self._closing = threading.Event()
 
     # lifecycle -----------------------------------------------------------------------------
     def on_ready_change(self, callback: Callable[[bool], None]) -> None:
@@ -78,24 +97,43 @@ class PrunerService:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            engine = self._engine_factory()
-            engine.warmup()
+            if self._engine_factory is not None:
+                engine = self._engine_factory()
+                engine.warmup()
+                self._engine, self._info = engine, engine.info
+                self._consumer = self._consumer_factory(Worker(engine))
+                self._consumer.start()
         except Exception as exc:
             self._failure = f"{type(exc).__name__}: {exc}"
             log.exception("engine_load_failed")
             self._settled.set()
             return
-        self._engine = engine
-        self._loop = BatchLoop(self.queue, Worker(engine))
-        self._loop.start()
-        self._set_ready(True)
+        readiness = getattr(self.queue, "readiness", None)
+        if readiness is None:
+            self._set_ready(True)
+        else:
+            threading.Thread(
+                target=self._watch, args=(readiness,), name="readiness", daemon=True
+            ).start()
         self._settled.set()
+        info = self._info
         log.info(
-            "ready",
+            "started",
             seconds=round(time.perf_counter() - started, 2),
-            adapter=engine.info.adapter_id or None,
-            note=engine.info.note or None,
+            computes=self._engine is not None,
+            adapter=(info.adapter_id or None) if info else None,
+            note=(info.note or None) if info else None,
         )
+
+    def _watch(self, readiness: Callable[[], str | None]) -> None:
+        """Follows the queue's readiness (Redis reachable, a worker alive) until shutdown."""
+        while not self._closing.is_set():
+            reason = readiness()
+            if reason != self._not_ready_reason or self._ready.is_set() != (reason is None):
+                self._not_ready_reason = reason
+                self._set_ready(reason is None)
+                log.info("readiness", ready=reason is None, reason=reason)
+            self._closing.wait(READINESS_POLL_S)
 
     def wait_until_settled(self, timeout: float | None = None) -> bool:
         """Waits for loading to end; True if the service is ready, False if loading failed."""
@@ -120,10 +158,11 @@ class PrunerService:
             callback(ready)
 
     def info(self) -> EngineInfo:
-        """What the loaded engine serves; ``Unavailable`` before it is loaded."""
-        self._check_ready()
-        assert self._engine is not None
-        return self._engine.info
+        """What this service serves; ``Unavailable`` before it is known."""
+        if self._info is None:
+            self._check_ready()
+            raise Unavailable("the model is still loading; retry shortly")
+        return self._info
 
     def shutdown(self, grace: float | None = None) -> bool:
         """Not ready → stop admitting → drain in-flight work → stop the loop → release the engine.
@@ -131,11 +170,15 @@ class PrunerService:
         Returns whether every admitted request was answered within ``grace`` seconds.
         """
         grace = self.settings.grace_s if grace is None else grace
+        self._closing.set()
         self._set_ready(False)
         self.queue.close()
         drained = self._drain(grace)
-        if self._loop is not None:
-            self._loop.stop()
+        if self._consumer is not None:
+            self._consumer.stop()
+        stop_queue = getattr(self.queue, "stop", None)
+        if stop_queue is not None:
+            stop_queue()
         self._engine = None
         log.info("shutdown", drained=drained)
         return drained
@@ -155,8 +198,10 @@ class PrunerService:
             return
         if self._failure:
             raise Unavailable(f"the model failed to load: {self._failure}")
-        if self._settled.is_set():
+        if self._closing.is_set():
             raise Unavailable("the server is shutting down")
+        if self._not_ready_reason:
+            raise Unavailable(f"not ready: {self._not_ready_reason}")
         raise Unavailable("the model is still loading; retry shortly")
 
     def deadline_for(self, time_remaining: float | None) -> float:

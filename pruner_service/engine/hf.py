@@ -23,19 +23,14 @@ from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
 from transformers import DynamicCache
 
 from pruner_service.domain import PruneOptions, PruneRequest
-from pruner_service.engine.base import EngineInfo, Proposal
+from pruner_service.engine.base import Proposal
 from pruner_service.engine.grammar import canonical_json, command_grammar, parse_commands
 from pruner_service.engine.load import LoadedModel
-from pruner_service.engine.profile import Profile
+from pruner_service.engine.profile import Profile, describe
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
-
-NO_ADAPTER_NOTE = (
-    "no Free-Module adapter: the base model alone proposes deletions under the grammar; "
-    "the loop collapser is deterministic and unaffected"
-)
 
 
 def _cache_argument(model: Any) -> str:
@@ -97,20 +92,7 @@ class HFEngine:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
-        adapter = loaded.adapter
-        self.info = EngineInfo(
-            profile=profile.name,
-            model_id=profile.model_id,
-            adapter_id=adapter.adapter_id if adapter else "",
-            adapter_version=adapter.version if adapter else "",
-            template_sha256=profile.template_sha256,
-            dtype=profile.dtype,
-            device=str(self.device),
-            max_context_tokens=profile.context_tokens,
-            max_commands=profile.max_commands,
-            max_anchor_chars=profile.max_anchor_chars,
-            note=profile.note or ("" if adapter else NO_ADAPTER_NOTE),
-        )
+        self.info = describe(profile, loaded.adapter, str(self.device))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of ``texts`` (no special tokens)."""

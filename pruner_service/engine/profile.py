@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pruner_service.engine.base import EngineInfo
+
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+NO_ADAPTER_NOTE = (
+    "no Free-Module adapter: the base model alone proposes deletions under the grammar; "
+    "the loop collapser is deterministic and unaffected"
+)
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -132,3 +138,24 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     data = json.loads(path.read_text())
     return data if isinstance(data, dict) else {}
+
+
+def describe(
+    profile: Profile, adapter: AdapterConfig | None = None, device: str = ""
+) -> EngineInfo:
+    """What a profile serves, without loading its weights (the adapter's config is read)."""
+    if adapter is None and profile.adapter is not None:
+        adapter = AdapterConfig.load(profile.adapter)
+    return EngineInfo(
+        profile=profile.name,
+        model_id=profile.model_id,
+        adapter_id=adapter.adapter_id if adapter else "",
+        adapter_version=adapter.version if adapter else "",
+        template_sha256=profile.template_sha256,
+        dtype=profile.dtype,
+        device=device,
+        max_context_tokens=profile.context_tokens,
+        max_commands=profile.max_commands,
+        max_anchor_chars=profile.max_anchor_chars,
+        note=profile.note or ("" if adapter else NO_ADAPTER_NOTE),
+    )

@@ -61,3 +61,24 @@ class JobQueue(Protocol):
     def close(self) -> None:
         """Stops admitting; jobs already queued are still handed out."""
         ...
+
+
+class ClosedQueue:
+    """Admits nothing: the queue of a process that only computes (a Redis worker)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def submit(self, job: Job) -> None:
+        from pruner_service.errors import Unavailable
+
+        raise Unavailable(self.reason)
+
+    def take_batch(self, timeout: float) -> list[Job]:
+        return []
+
+    def depth(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,195 @@
+"""The frontend side of the Redis queue: admit jobs onto the stream and settle them from results.
+
+``submit`` answers at once from a stored result (a retried request id) or the result cache (same
+content), refuses work past ``max_queue``, and otherwise adds the job to the stream unless the same
+request id is already in flight. One listener thread per frontend receives finished request ids on
+the frontend's pub/sub channel and settles the waiting jobs; it also polls the results of waiting
+jobs, so a notification lost while Redis restarted costs a poll interval, not the request. While
+Redis is unreachable, ``submit`` raises ``Unavailable`` at once and nothing waits past its deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import redis
+import structlog
+
+from pruner_service.engine.base import EngineInfo
+from pruner_service.errors import QueueFull, Unavailable
+from pruner_service.metrics import Metrics
+from pruner_service.queue.base import Job
+from pruner_service.queue.codec import cached_response, content_hash, decode_result, encode_job
+from pruner_service.queue.keys import RedisKeys
+
+log = structlog.get_logger(__name__)
+
+POLL_S = 0.5
+"""How often waiting jobs' results are polled, besides the notifications."""
+
+
+class RedisFrontend:
+    """Admission onto a Redis stream shared by many frontends and workers."""
+
+    def __init__(
+        self,
+        client: Any,  # redis.Redis with bytes replies (decode_responses off)
+        keys: RedisKeys,
+        info: EngineInfo,
+        max_queue: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.info = info
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.frontend_id = uuid.uuid4().hex[:12]
+        self.channel = keys.notify(self.frontend_id)
+        self._waiting: dict[str, list[Job]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stop = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="redis-results", daemon=True)
+        self._listener.start()
+
+    # admission -------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise Unavailable("the server is shutting down; not accepting new requests")
+        request = job.request
+        key = content_hash(self.info, request)
+        try:
+            if self._answer_from_store(job, key):
+                return
+            if self.client.xlen(self.keys.jobs) >= self.max_queue:
+                raise QueueFull(f"queue is full ({self.max_queue} requests waiting); retry later")
+            with self._lock:
+                self._waiting[request.request_id].append(job)
+            ttl = max(1, int(job.deadline - time.time()) + 1)
+            if self.client.set(self.keys.inflight(request.request_id), b"1", nx=True, ex=ttl):
+                data = encode_job(job, self.channel, key)
+                self.client.xadd(self.keys.jobs, {b"job": data})
+        except redis.RedisError as exc:
+            self._forget(job)
+            raise Unavailable(f"the queue (Redis) is unavailable: {exc}") from None
+
+    def _answer_from_store(self, job: Job, key: str) -> bool:
+        """Settles ``job`` from a stored result of its id, or the cache of its content."""
+        request = job.request
+        stored = _bytes(self.client.get(self.keys.result(request.request_id)))
+        if stored is not None:
+            self._settle_one(job, stored)
+            return True
+        cached = _bytes(self.client.get(self.keys.cache(key)))
+        if cached is None:
+            return False
+        if self.metrics:
+            self.metrics.cache_hits.inc()
+        if job.future.set_running_or_notify_cancel():
+            job.finish(cached_response(cached, request, (time.time() - job.enqueued_at) * 1e3))
+        return True
+
+    def depth(self) -> int:
+        try:
+            return int(self.client.xlen(self.keys.jobs))
+        except redis.RedisError:
+            return 0
+
+    def close(self) -> None:
+        """Stops admitting; the listener keeps settling jobs until ``stop``."""
+        self._closed = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.join(timeout=5)
+
+    def take_batch(self, timeout: float) -> list[Job]:
+        """Frontends do not compute: batches are taken by ``RedisWorkerLoop`` in workers."""
+        raise NotImplementedError("a Redis frontend hands jobs to workers through Redis")
+
+    def readiness(self) -> str | None:
+        """None when Redis answers and a worker is alive; otherwise why not."""
+        try:
+            self.client.ping()
+            workers = next(
+                iter(self.client.scan_iter(self.keys.heartbeat_pattern, count=100)), None
+            )
+        except redis.RedisError as exc:
+            return f"the queue (Redis) is unavailable: {exc}"
+        return None if workers is not None else "no live worker"
+
+    # results ---------------------------------------------------------------------------------
+    def _forget(self, job: Job) -> None:
+        with self._lock:
+            jobs = self._waiting.get(job.request.request_id, [])
+            if job in jobs:
+                jobs.remove(job)
+            if not jobs:
+                self._waiting.pop(job.request.request_id, None)
+
+    def _settle_one(self, job: Job, data: bytes) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        outcome = decode_result(data, job.request.options.return_pruned_trace)
+        if isinstance(outcome, Exception):
+            job.fail(outcome)
+        else:
+            job.finish(outcome)
+
+    def _settle(self, request_id: str, data: bytes) -> None:
+        with self._lock:
+            jobs = self._waiting.pop(request_id, [])
+        for job in jobs:
+            self._settle_one(job, data)
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                backoff = 0.1
+                self._pump(pubsub)
+            except redis.RedisError as exc:
+                log.warning("redis_listener_retry", error=str(exc), backoff_s=backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _pump(self, pubsub: Any) -> None:
+        next_poll = time.monotonic() + POLL_S
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=POLL_S)
+            if message and message.get("type") == "message":
+                request_id = message["data"].decode()
+                data = _bytes(self.client.get(self.keys.result(request_id)))
+                if data is not None:
+                    self._settle(request_id, data)
+            if time.monotonic() >= next_poll:
+                self._poll()
+                next_poll = time.monotonic() + POLL_S
+
+    def _poll(self) -> None:
+        """Settles waiting jobs whose results exist; drops jobs that were already settled."""
+        with self._lock:
+            for request_id in [
+                r for r, jobs in self._waiting.items() if all(j.future.done() for j in jobs)
+            ]:
+                del self._waiting[request_id]
+            ids = list(self._waiting)
+        if not ids:
+            return
+        for request_id, data in zip(
+            ids, self.client.mget([self.keys.result(i) for i in ids]), strict=True
+        ):
+            if data is not None:
+                self._settle(request_id, data)
+
+
+def _bytes(value: object) -> bytes | None:
+    """A Redis reply as bytes (the client is not decoding), or None."""
+    return None if value is None else bytes(value)  # type: ignore[call-overload]
