@@ -14,6 +14,7 @@ cannot keep taking its batch neighbours down with it.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -68,19 +69,21 @@ class RedisWorkerLoop:
         self.limits = limits
         self.worker = worker
         self.metrics = metrics
-        self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
-        self._next_beat = 0.0
         self._next_claim = 0.0
         self._thread = threading.Thread(target=self._run, name="redis-worker", daemon=True)
+        self._heart = threading.Thread(target=self._beat, name="redis-heartbeat", daemon=True)
 
     def start(self) -> None:
+        self._heart.start()
         self._thread.start()
 
     def stop(self) -> None:
         """Finishes the batch in hand, takes no more, and removes the heartbeat."""
         self._stop.set()
         self._thread.join(timeout=60)
+        self._heart.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.client.delete(self.keys.heartbeat(self.consumer))
 
@@ -90,7 +93,6 @@ class RedisWorkerLoop:
             try:
                 self._ensure_group()
                 while not self._stop.is_set():
-                    self._beat()
                     self._reclaim()
                     self._take_new()
                     backoff = 0.1
@@ -107,10 +109,11 @@ class RedisWorkerLoop:
                 raise
 
     def _beat(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_beat:
-            self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=HEARTBEAT_TTL_S)
-            self._next_beat = now + HEARTBEAT_S
+        """Marks this worker alive every ``HEARTBEAT_S``, also while a long batch computes."""
+        while not self._stop.is_set():
+            with contextlib.suppress(redis.RedisError):
+                self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=HEARTBEAT_TTL_S)
+            self._stop.wait(HEARTBEAT_S)
 
     # taking work -----------------------------------------------------------------------------
     def _read(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
