@@ -31,6 +31,14 @@ log = structlog.get_logger(__name__)
 POLL_S = 0.5
 """How often waiting jobs' results are polled, besides the notifications."""
 
+ENQUEUE_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+end
+return false
+"""
+"""Marks a request id in flight and adds its job, atomically, unless it is already in flight."""
+
 
 class RedisFrontend:
     """Admission onto a Redis stream shared by many frontends and workers."""
@@ -50,6 +58,7 @@ class RedisFrontend:
         self.metrics = metrics
         self.frontend_id = uuid.uuid4().hex[:12]
         self.channel = keys.notify(self.frontend_id)
+        self._enqueue = client.register_script(ENQUEUE_ONCE)
         self._waiting: dict[str, list[Job]] = defaultdict(list)
         self._lock = threading.Lock()
         self._closed = False
@@ -64,28 +73,32 @@ class RedisFrontend:
         request = job.request
         key = content_hash(self.info, request)
         try:
-            if self._answer_from_store(job, key):
+            lookup = self.client.pipeline(transaction=False)
+            lookup.get(self.keys.result(request.request_id))
+            lookup.get(self.keys.cache(key))
+            lookup.xlen(self.keys.jobs)
+            stored, cached, depth = lookup.execute()
+            if self._answer_from_store(job, _bytes(stored), _bytes(cached)):
                 return
-            if self.client.xlen(self.keys.jobs) >= self.max_queue:
+            if depth >= self.max_queue:
                 raise QueueFull(f"queue is full ({self.max_queue} requests waiting); retry later")
             with self._lock:
                 self._waiting[request.request_id].append(job)
             ttl = max(1, int(job.deadline - time.time()) + 1)
-            if self.client.set(self.keys.inflight(request.request_id), b"1", nx=True, ex=ttl):
-                data = encode_job(job, self.channel, key)
-                self.client.xadd(self.keys.jobs, {b"job": data})
+            self._enqueue(
+                keys=[self.keys.inflight(request.request_id), self.keys.jobs],
+                args=[ttl, encode_job(job, self.channel, key)],
+            )
         except redis.RedisError as exc:
             self._forget(job)
             raise Unavailable(f"the queue (Redis) is unavailable: {exc}") from None
 
-    def _answer_from_store(self, job: Job, key: str) -> bool:
+    def _answer_from_store(self, job: Job, stored: bytes | None, cached: bytes | None) -> bool:
         """Settles ``job`` from a stored result of its id, or the cache of its content."""
         request = job.request
-        stored = _bytes(self.client.get(self.keys.result(request.request_id)))
         if stored is not None:
             self._settle_one(job, stored)
             return True
-        cached = _bytes(self.client.get(self.keys.cache(key)))
         if cached is None:
             return False
         if self.metrics:

@@ -128,8 +128,7 @@ class RedisWorkerLoop:
         if raw and len(raw) < batch and self.settings.max_wait_ms > 0:
             self._stop.wait(self.settings.max_wait_ms / 1000.0)
             raw += self._read(batch - len(raw), block_ms=None)
-        entries = [e for e in (self._entry(i, f, first=True) for i, f in raw) if e]
-        self._serve(entries)
+        self._serve(self._entries(raw))
 
     def _reclaim(self) -> None:
         now = time.monotonic()
@@ -144,38 +143,53 @@ class RedisWorkerLoop:
             start_id="0-0",
             count=self.settings.max_batch,
         )
-        claimed = [e for e in (self._entry(i, f, first=False) for i, f in reply[1] if f) if e]
+        claimed = self._entries([(i, f) for i, f in reply[1] if f])
         if not claimed:
             return
         if self.metrics:
             self.metrics.redeliveries.inc(len(claimed))
         log.info("reclaimed", jobs=len(claimed), consumer=self.consumer)
-        alive = [e for e in claimed if e.deliveries <= self.settings.max_deliveries]
+        limit = self.settings.max_deliveries
+        pipe = self.client.pipeline(transaction=False)
         for entry in claimed:
-            if entry.deliveries > self.settings.max_deliveries:
-                self._dead_letter(entry)
-        together = [e for e in alive if e.deliveries <= 2]
-        self._serve(together)
-        for entry in alive:
-            if entry.deliveries > 2:
+            if entry.deliveries > limit:
+                self._dead_letter(pipe, entry, f"no worker finished it in {limit} deliveries")
+        pipe.execute()
+        self._serve([e for e in claimed if e.deliveries == 2])
+        for entry in claimed:
+            if 2 < entry.deliveries <= limit:
                 self._serve([entry])
 
-    def _entry(self, entry_id: bytes, fields: dict[bytes, bytes], first: bool) -> _Entry | None:
-        deliveries = int(self.client.hincrby(self.keys.deliveries, entry_id.decode(), 1))
-        try:
-            job, message = decode_job(fields[b"job"], self.limits)
-        except (KeyError, ValueError, PrunerError) as exc:
-            log.error("undecodable_job", entry=entry_id.decode(), error=str(exc))
-            self.client.xadd(
-                self.keys.dead_letters, {b"entry": entry_id, b"reason": str(exc).encode()}
+    def _entries(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[_Entry]:
+        """Decoded entries with their delivery counts (one round trip for the batch)."""
+        if not raw:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _ in raw:
+            pipe.hincrby(self.keys.deliveries, entry_id.decode(), 1)
+        counts = pipe.execute()
+        entries = []
+        for (entry_id, fields), deliveries in zip(raw, counts, strict=True):
+            try:
+                job, message = decode_job(fields[b"job"], self.limits)
+            except (KeyError, ValueError, PrunerError) as exc:
+                log.error("undecodable_job", entry=entry_id.decode(), error=str(exc))
+                reason = str(exc).encode()
+                self.client.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
+                pipe = self.client.pipeline(transaction=False)
+                self._ack(pipe, entry_id, "")
+                pipe.execute()
+                continue
+            entries.append(
+                _Entry(entry_id, job, message.reply_to, message.content_hash, int(deliveries))
             )
-            self._ack(entry_id, "")
-            return None
-        return _Entry(entry_id, job, message.reply_to, message.content_hash, deliveries)
+        return entries
 
     # serving ---------------------------------------------------------------------------------
     def _serve(self, entries: list[_Entry]) -> None:
-        todo = [e for e in entries if not self._answered(e)]
+        """Answers known jobs from the store, computes the rest as one batch, then stores,
+        announces and acknowledges every result in one round trip."""
+        todo = self._answer_known(entries)
         if not todo:
             return
         started = time.perf_counter()
@@ -183,76 +197,82 @@ class RedisWorkerLoop:
         if self.metrics:
             self.metrics.compute.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(todo))
+            for entry in todo:
+                self.metrics.queue_wait.observe(max(0.0, time.time() - entry.job.enqueued_at))
+        pipe = self.client.pipeline(transaction=False)
         for entry in todo:
-            self._finish(entry)
+            self._finish(pipe, entry)
+        pipe.execute()
 
-    def _answered(self, entry: _Entry) -> bool:
-        """Answers ``entry`` from the result store or the cache, if either has it."""
-        request_id = entry.job.request.request_id
-        if self.client.exists(self.keys.result(request_id)):
-            self._ack(entry.entry_id, request_id)
-            return True
-        cached = self.client.get(self.keys.cache(entry.content_hash))
-        if cached is None:
-            return False
-        cached = bytes(cached)
-        if self.metrics:
-            self.metrics.cache_hits.inc()
-        queue_ms = (time.time() - entry.job.enqueued_at) * 1000.0
-        result = cached_response(cached, entry.job.request, queue_ms)
-        self._publish(entry, encode_result(result), cache=False)
-        return True
+    def _answer_known(self, entries: list[_Entry]) -> list[_Entry]:
+        """Answers entries whose request id has a result or whose content is cached; returns the
+        ones left to compute."""
+        if not entries:
+            return []
+        lookup = self.client.pipeline(transaction=False)
+        for entry in entries:
+            lookup.exists(self.keys.result(entry.job.request.request_id))
+            lookup.get(self.keys.cache(entry.content_hash))
+        found = lookup.execute()
+        pipe = self.client.pipeline(transaction=False)
+        todo = []
+        for entry, stored, cached in zip(entries, found[0::2], found[1::2], strict=True):
+            if stored:
+                self._ack(pipe, entry.entry_id, entry.job.request.request_id)
+            elif cached is not None:
+                if self.metrics:
+                    self.metrics.cache_hits.inc()
+                queue_ms = (time.time() - entry.job.enqueued_at) * 1000.0
+                result = cached_response(bytes(cached), entry.job.request, queue_ms)
+                self._publish(pipe, entry, encode_result(result), cache=False)
+            else:
+                todo.append(entry)
+        pipe.execute()
+        return todo
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, pipe: Any, entry: _Entry) -> None:
         future = entry.job.future
         error = future.exception() if future.done() else Internal("the job was not settled")
         request_id = entry.job.request.request_id
         if error is None:
-            self.client.hincrby(self.keys.computations, request_id, 1)
-            self._publish(entry, encode_result(future.result()), cache=True)
+            pipe.hincrby(self.keys.computations, request_id, 1)
+            self._publish(pipe, entry, encode_result(future.result()), cache=True)
             return
         if not isinstance(error, Internal):
             failure = error if isinstance(error, PrunerError) else Internal(str(error))
-            self._publish(entry, encode_result(failure), cache=False)
+            self._publish(pipe, entry, encode_result(failure), cache=False)
             return
-        self.client.hincrby(self.keys.computations, request_id, 1)
+        pipe.hincrby(self.keys.computations, request_id, 1)
         if entry.deliveries >= self.settings.max_deliveries:
-            self._dead_letter(entry, str(error))
+            self._dead_letter(pipe, entry, str(error))
         else:
             log.warning("job_failed_will_retry", request_id=request_id, deliveries=entry.deliveries)
 
-    def _publish(self, entry: _Entry, data: bytes, cache: bool) -> None:
-        """Stores the result (and caches a success), announces it, then acknowledges."""
+    def _publish(self, pipe: Any, entry: _Entry, data: bytes, cache: bool) -> None:
+        """Queues on ``pipe``: store the result (and cache a success), announce it, then ack."""
         request_id = entry.job.request.request_id
-        pipe = self.client.pipeline()
         pipe.set(self.keys.result(request_id), data, ex=self.settings.result_ttl_s)
         if cache:
             pipe.set(self.keys.cache(entry.content_hash), data, ex=self.settings.cache_ttl_s)
         pipe.publish(entry.reply_to, request_id.encode())
-        pipe.execute()
-        self._ack(entry.entry_id, request_id)
+        self._ack(pipe, entry.entry_id, request_id)
 
-    def _ack(self, entry_id: bytes, request_id: str) -> None:
-        pipe = self.client.pipeline()
+    def _ack(self, pipe: Any, entry_id: bytes, request_id: str) -> None:
         pipe.xack(self.keys.jobs, self.keys.group, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)
         pipe.hdel(self.keys.deliveries, entry_id.decode())
         if request_id:
             pipe.delete(self.keys.inflight(request_id))
-        pipe.execute()
 
-    def _dead_letter(self, entry: _Entry, reason: str = "") -> None:
-        reason = reason or f"no worker finished it in {entry.deliveries - 1} deliveries"
+    def _dead_letter(self, pipe: Any, entry: _Entry, reason: str) -> None:
+        request_id = entry.job.request.request_id
         message = (
             f"the request failed on {entry.deliveries} deliveries and was moved to the dead-letter "
             f"stream: {reason}"
         )
-        self.client.xadd(
-            self.keys.dead_letters,
-            {b"entry": entry.entry_id, b"request_id": entry.job.request.request_id.encode(),
-             b"reason": reason.encode()},
-        )  # fmt: skip
+        fields = {b"entry": entry.entry_id, b"request_id": request_id.encode()}
+        pipe.xadd(self.keys.dead_letters, {**fields, b"reason": reason.encode()})
         if self.metrics:
             self.metrics.dead_letters.inc()
-        log.error("dead_letter", request_id=entry.job.request.request_id, reason=reason)
-        self._publish(entry, encode_result(Internal(message)), cache=False)
+        log.error("dead_letter", request_id=request_id, reason=reason)
+        self._publish(pipe, entry, encode_result(Internal(message)), cache=False)

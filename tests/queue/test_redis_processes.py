@@ -106,7 +106,7 @@ def test_two_frontends_two_workers_answer_500_requests_once_each(
     embedded.start(background=False)
     try:
         want = {}
-        for i, text in enumerate(traces):
+        for text in traces:
             domain = request_from_proto(pb.PruneRequest(trace=text), embedded.limits)
             want[text] = answer_key(result_to_proto(embedded.prune(domain, time.time() + 120)))
     finally:
