@@ -44,6 +44,10 @@ class RedisKeys:
         """Set while a request id is queued or computing, so a retry does not enqueue it twice."""
         return f"{self.namespace}:inflight:{request_id}"
 
+    def cancelled(self, request_id: str) -> str:
+        """Set when a caller went away (cancelled, or past its deadline): workers skip the job."""
+        return f"{self.namespace}:cancelled:{request_id}"
+
     def cache(self, content_hash: str) -> str:
         """A cached ``PruneResponse``, by content hash."""
         return f"{self.namespace}:cache:{content_hash}"

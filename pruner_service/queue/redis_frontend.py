@@ -10,6 +10,7 @@ Redis is unreachable, ``submit`` raises ``Unavailable`` at once and nothing wait
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -84,6 +85,7 @@ class RedisFrontend:
                 raise QueueFull(f"queue is full ({self.max_queue} requests waiting); retry later")
             with self._lock:
                 self._waiting[request.request_id].append(job)
+            job.future.add_done_callback(self._on_done)
             ttl = max(1, int(job.deadline - time.time()) + 1)
             self._enqueue(
                 keys=[self.keys.inflight(request.request_id), self.keys.jobs],
@@ -106,6 +108,17 @@ class RedisFrontend:
         if job.future.set_running_or_notify_cancel():
             job.finish(cached_response(cached, request, (time.time() - job.enqueued_at) * 1e3))
         return True
+
+    def _on_done(self, future: object) -> None:
+        """Marks a cancelled job (caller gone or past its deadline) so workers skip it."""
+        job = next(
+            (j for js in list(self._waiting.values()) for j in js if j.future is future), None
+        )
+        if job is None or not job.future.cancelled():
+            return
+        ttl = max(1, int(job.deadline - time.time()) + 60)
+        with contextlib.suppress(redis.RedisError):
+            self.client.set(self.keys.cancelled(job.request.request_id), b"1", ex=ttl)
 
     def depth(self) -> int:
         try:

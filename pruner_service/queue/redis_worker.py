@@ -211,13 +211,14 @@ class RedisWorkerLoop:
             return []
         lookup = self.client.pipeline(transaction=False)
         for entry in entries:
-            lookup.exists(self.keys.result(entry.job.request.request_id))
+            request_id = entry.job.request.request_id
+            lookup.exists(self.keys.result(request_id), self.keys.cancelled(request_id))
             lookup.get(self.keys.cache(entry.content_hash))
         found = lookup.execute()
         pipe = self.client.pipeline(transaction=False)
         todo = []
-        for entry, stored, cached in zip(entries, found[0::2], found[1::2], strict=True):
-            if stored:
+        for entry, done, cached in zip(entries, found[0::2], found[1::2], strict=True):
+            if done:  # answered already, or its caller went away
                 self._ack(pipe, entry.entry_id, entry.job.request.request_id)
             elif cached is not None:
                 if self.metrics:

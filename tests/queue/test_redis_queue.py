@@ -138,6 +138,21 @@ def test_expired_jobs_are_not_computed(services, redis_server) -> None:
     assert computations(redis_server) == {}
 
 
+def test_a_cancelled_job_is_not_computed(services, redis_server) -> None:
+    frontend = services("frontend")
+    client = redis.Redis(port=redis_server.port)
+    client.set(RedisKeys("t").heartbeat("pretend"), b"1", ex=30)
+    wait_ready(frontend)
+    job = frontend.submit(request("gone"), later())
+    assert job.future.cancel()  # the caller went away (what gRPC's cancellation callback does)
+    engine = FakeEngine()
+    services("worker", engine)
+    limit = time.monotonic() + 10
+    while client.xlen(RedisKeys("t").jobs) and time.monotonic() < limit:
+        time.sleep(0.05)
+    assert client.xlen(RedisKeys("t").jobs) == 0 and engine.computed == []
+
+
 def test_a_poison_job_is_dead_lettered_and_its_neighbours_are_answered(
     services, redis_server
 ) -> None:
