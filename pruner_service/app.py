@@ -54,7 +54,7 @@ def build_service(
     """
     if settings.role not in ROLES:
         raise ValueError(f"--role must be one of {', '.join(ROLES)}, got {settings.role!r}")
-    profile = Profile.load(settings.profile)
+    profile = Profile.load(settings.profile).with_paths(settings.model_path, settings.adapter_path)
     limits = Limits(settings.max_trace_chars, settings.max_question_chars, profile.max_commands)
     make_engine = make_engine or engine_factory(settings, profile)
     if not settings.redis:

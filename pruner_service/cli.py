@@ -105,7 +105,8 @@ def _fetch(args: argparse.Namespace, settings: Settings) -> int:
     from pruner_service.engine.load import resolve_model_path
     from pruner_service.engine.profile import Profile
 
-    path = resolve_model_path(Profile.load(settings.profile), settings.cache_dir)
+    profile = Profile.load(settings.profile).with_paths(settings.model_path, settings.adapter_path)
+    path = resolve_model_path(profile, settings.cache_dir)
     print(f"model ready: {path}")
     return 0
 

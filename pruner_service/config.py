@@ -32,6 +32,12 @@ class Settings:
     profile: str = field(
         default="smollm2-135m", metadata={"help": "profile name or path to a profile.json"}
     )
+    model_path: str = field(
+        default="", metadata={"help": "base model folder, overriding the profile's"}
+    )
+    adapter_path: str = field(
+        default="", metadata={"help": "Free-Module (PEFT LoRA) folder, overriding the profile's"}
+    )
     cache_dir: Path = field(
         default_factory=default_cache_dir, metadata={"help": "where fetched models are cached"}
     )

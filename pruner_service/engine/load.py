@@ -38,6 +38,10 @@ def pick_device(name: str) -> torch.device:
 
 def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
     """The folder holding the profile's base model, fetching an embedded model if needed."""
+    if not profile.model:
+        raise ProfileError(
+            f"profile {profile.name} names no base model: pass --model-path (FREELM_MODEL_PATH)"
+        )
     if profile.model.startswith("embedded:"):
         return ensure_embedded(profile.model.removeprefix("embedded:"), cache_dir)
     path = Path(profile.model)

@@ -8,6 +8,7 @@ Loading fails fast, with one message naming what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ class Profile:
             raise ProfileError(f"no profile {name_or_path!r} (shipped profiles: {shipped})")
         return cls.from_dict(json.loads(file.read_text()), file.parent)
 
+    def with_paths(self, model: str = "", adapter: str = "") -> Profile:
+        """This profile with its base model and/or adapter folder replaced (empty: keep)."""
+        changes: dict[str, Any] = {}
+        if model:
+            changes["model"] = model
+        if adapter:
+            changes["adapter"] = Path(adapter)
+        return dataclasses.replace(self, **changes)
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any], folder: Path) -> Profile:
         """Builds and checks a profile from its parsed JSON, resolving paths against ``folder``."""
@@ -114,10 +124,10 @@ class Profile:
         if dtype not in _DTYPES:
             raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
         adapter = raw.get("adapter")
-        model = str(raw["model"])
+        model = str(raw.get("model") or "")
         return cls(
             name=str(raw["name"]),
-            model=model if model.startswith("embedded:") else str(folder / model),
+            model=model if not model or model.startswith("embedded:") else str(folder / model),
             model_id=str(raw.get("model_id", model)),
             gguf_file=raw.get("gguf_file"),
             adapter=(folder / adapter) if adapter else None,
