@@ -89,6 +89,7 @@ class HFEngine:
         self._cache_arg = _cache_argument(self.model)
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
         self.prefill_rows_separately = self.device.type == "cpu"
+        self.jump_forward = profile.jump_forward
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -164,14 +165,29 @@ class HFEngine:
     def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
         cache, logits, attention, positions = self._prefill(rows)
         bitmask = allocate_token_bitmask(len(rows), self.ll_tokenizer.vocab_size)
-        for step in range(max_new_tokens):
-            next_ids = self._choose(logits, rows, bitmask)
-            if all(r.done for r in rows) or step == max_new_tokens - 1:
+        while True:
+            chunks = self._choose(logits, rows, bitmask, max_new_tokens)
+            if all(r.done for r in rows):
                 break
-            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-            out = self._forward(next_ids.unsqueeze(1).to(self.device), attention, positions, cache)
+            ids, chunk_mask, chunk_positions = self._chunk(chunks, positions)
+            attention = torch.cat([attention, chunk_mask], dim=1)
+            out = self._forward(ids, attention, chunk_positions, cache)
             logits = out.logits[:, -1, :]
-            positions = positions + 1
+            positions = positions + chunk_mask.sum(dim=1, keepdim=True)
+
+    def _chunk(
+        self, chunks: list[list[int]], positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's input: each row's new tokens, left-padded (mask 0) to the longest row."""
+        width = max(len(c) for c in chunks)
+        ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunks), width), dtype=torch.long)
+        for i, chunk in enumerate(chunks):
+            ids[i, width - len(chunk) :] = torch.tensor(chunk, dtype=torch.long)
+            mask[i, width - len(chunk) :] = 1
+        mask = mask.to(self.device)
+        steps = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return ids.to(self.device), mask, positions + steps
 
     def _forward(
         self,
@@ -214,9 +230,10 @@ class HFEngine:
         return _merge_caches(caches, max(lengths)), torch.cat(logits), attention, next_positions
 
     def _choose(
-        self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor
-    ) -> torch.Tensor:
-        """Greedy next token of every row under its grammar; finished rows get padding."""
+        self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor, budget: int
+    ) -> list[list[int]]:
+        """Each row's tokens for the next forward: its greedy token under the grammar, then the
+        tokens the grammar forces after it (jump-forward); finished rows get one pad token."""
         scores = logits.float().cpu()
         for i, row in enumerate(rows):
             if not row.done:
@@ -225,20 +242,30 @@ class HFEngine:
         vocab = min(scores.shape[1], allowed.shape[1])
         scores[:, vocab:] = float("-inf")
         scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
-        choice = scores.argmax(dim=-1)
-        for i, row in enumerate(rows):
-            if row.done:
-                choice[i] = self.pad_id
-                continue
-            token = int(choice[i])
-            if token == self.tokenizer.eos_token_id or not row.matcher.consume_token(token):
-                row.done = True
-                continue
-            row.generated.append(token)
-            row.done = row.matcher.is_stopped() or (
-                token in self._closing_tokens and self._repeats(row)
-            )
-        return choice
+        choice = scores.argmax(dim=-1).tolist()
+        return [
+            [self.pad_id] if row.done else self._advance(row, int(token), budget)
+            for row, token in zip(rows, choice, strict=True)
+        ]
+
+    def _advance(self, row: _Row, token: int, budget: int) -> list[int]:
+        """Consumes ``token`` (and any forced tokens) into ``row``; returns the tokens to feed."""
+        if token == self.tokenizer.eos_token_id or not row.matcher.consume_token(token):
+            row.done = True
+            return [self.pad_id]
+        fed = [token]
+        if self.jump_forward and not row.matcher.is_stopped():
+            forced = row.matcher.compute_ff_tokens()[: budget - len(row.generated) - 1]
+            if forced and row.matcher.consume_tokens(forced):
+                fed += forced
+        row.generated += fed
+        closing = any(t in self._closing_tokens for t in fed)
+        row.done = (
+            row.matcher.is_stopped()
+            or len(row.generated) >= budget
+            or (closing and self._repeats(row))
+        )
+        return fed
 
     def _repeats(self, row: _Row) -> bool:
         """Whether the command just completed repeats an earlier one (a decoding loop)."""

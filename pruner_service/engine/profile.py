@@ -87,6 +87,7 @@ class Profile:
     context_tokens: int
     trust_remote_code: bool
     note: str
+    jump_forward: bool = True
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -140,6 +141,7 @@ class Profile:
             context_tokens=int(raw.get("context_tokens", 8192)),
             trust_remote_code=bool(raw.get("trust_remote_code", False)),
             note=str(raw.get("note", "")),
+            jump_forward=bool(raw.get("jump_forward", True)),
         )
 
 

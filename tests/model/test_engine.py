@@ -141,7 +141,7 @@ def test_an_adapter_for_other_modules_fails_fast(
 
 
 def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match=r"shipped profiles: smollm2-135m"):
+    with pytest.raises(ProfileError, match=r"shipped profiles: qwen3-8b-freelm, smollm2-135m"):
         Profile.load("no-such-profile")
     (tmp_path / "template.txt").write_text("no placeholders")
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "model": "m"}))
@@ -152,3 +152,30 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
 def test_parse_commands_drops_a_command_cut_off_mid_way() -> None:
     text = '[{"prefix": "a b", "suffix": "c"}, {"prefix": "d", "suf'
     assert parse_commands(text) == (AnchorCommand("a b", "c"),)
+
+
+def _forwards(engine: HFEngine, batch: list[PruneRequest], jump: bool) -> tuple[list, int]:
+    calls = 0
+    forward = engine._forward
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return forward(*args, **kwargs)
+
+    default, engine.jump_forward = engine.jump_forward, jump
+    engine._forward = counting  # type: ignore[method-assign]
+    try:
+        return engine.propose(batch), calls
+    finally:
+        engine.jump_forward = default
+        del engine._forward
+
+
+def test_jump_forward_gives_the_plain_paths_commands_in_fewer_forwards(engine: HFEngine) -> None:
+    batch = requests(TRACES)
+    fast, fast_calls = _forwards(engine, batch, jump=True)
+    plain, plain_calls = _forwards(engine, batch, jump=False)
+    assert [p.commands for p in fast] == [p.commands for p in plain]
+    assert any(p.commands for p in plain)
+    assert fast_calls < plain_calls

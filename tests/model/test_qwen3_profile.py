@@ -6,6 +6,7 @@ GPU machine), with a random LoRA on the official Free()LM target modules.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pruner_service.config import Settings
 from pruner_service.engine.synthetic import make_adapter, make_base
 from pruner_service.server import build_server
 from tests.conftest import REALISTIC_TRACE, wait_for_health
+from tests.model.test_engine import TRACES
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +73,22 @@ def test_the_qwen3_profile_without_a_model_path_fails_with_a_clear_message(cache
     service.start(background=False)
     assert not service.ready
     assert service.failure is not None and "--model-path" in service.failure
+
+
+def test_jump_forward_matches_the_plain_path_on_the_tiny_model(qwen3_dirs, cache_dir) -> None:
+    from pruner_service.domain import PruneOptions, PruneRequest
+    from pruner_service.engine.hf import HFEngine
+    from pruner_service.engine.load import load_model
+    from pruner_service.engine.profile import Profile
+
+    base, adapter = qwen3_dirs
+    profile = Profile.load("qwen3-8b-freelm").with_paths(str(base), str(adapter))
+    profile = dataclasses.replace(profile, dtype="float32")
+    engine = HFEngine(load_model(profile, cache_dir, "cpu"), profile, max_new_tokens=160)
+    batch = [PruneRequest(f"t{i}", t, "", PruneOptions()) for i, t in enumerate(TRACES)]
+    engine.jump_forward = False
+    plain = engine.propose(batch)
+    engine.jump_forward = True
+    fast = engine.propose(batch)
+    assert [p.commands for p in fast] == [p.commands for p in plain]
+    assert sum(len(p.commands) for p in plain if not isinstance(p, Exception)) > 0
