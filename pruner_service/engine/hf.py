@@ -178,16 +178,11 @@ class HFEngine:
     def _chunk(
         self, chunks: list[list[int]], positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step's input: each row's new tokens, left-padded (mask 0) to the longest row."""
-        width = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunks), width), dtype=torch.long)
-        for i, chunk in enumerate(chunks):
-            ids[i, width - len(chunk) :] = torch.tensor(chunk, dtype=torch.long)
-            mask[i, width - len(chunk) :] = 1
-        mask = mask.to(self.device)
+        """One step's input: each row's new tokens, left-padded (mask 0) to the longest row,
+        with each real token's position continuing its row."""
+        ids, mask = self._left_pad(chunks)
         steps = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        return ids.to(self.device), mask, positions + steps
+        return ids, mask, positions + steps
 
     def _forward(
         self,

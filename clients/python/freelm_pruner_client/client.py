@@ -87,6 +87,13 @@ class ChannelConfig:
             options.append(("grpc.ssl_target_name_override", self.tls.server_name))
         return options
 
+    def channel(self, aio: bool = False) -> Any:
+        """A channel (``grpc.aio`` when ``aio``) with TLS, retries and message limits applied."""
+        api: Any = grpc.aio if aio else grpc
+        if self.tls is None:
+            return api.insecure_channel(self.address, options=self.options())
+        return api.secure_channel(self.address, self.tls.credentials(), options=self.options())
+
 
 def build_request(
     trace: str, question: str = "", request_id: str = "", **options: Any
@@ -109,12 +116,7 @@ class PrunerClient:
     ) -> None:
         self.config = ChannelConfig(address, tls, retry)
         self.timeout = timeout
-        if tls is None:
-            self._channel = grpc.insecure_channel(address, options=self.config.options())
-        else:
-            self._channel = grpc.secure_channel(
-                address, tls.credentials(), options=self.config.options()
-            )
+        self._channel = self.config.channel()
         self._stub = pb_grpc.PrunerStub(self._channel)
 
     def prune(
@@ -174,12 +176,7 @@ class AsyncPrunerClient:
     ) -> None:
         self.config = ChannelConfig(address, tls, retry)
         self.timeout = timeout
-        if tls is None:
-            self._channel = grpc.aio.insecure_channel(address, options=self.config.options())
-        else:
-            self._channel = grpc.aio.secure_channel(
-                address, tls.credentials(), options=self.config.options()
-            )
+        self._channel = self.config.channel(aio=True)
         self._stub = pb_grpc.PrunerStub(self._channel)
 
     async def prune(
