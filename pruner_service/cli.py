@@ -68,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(info)
     fetch = commands.add_parser("fetch", help="fetch and cache the profile's embedded model")
     _add_settings_flags(fetch)
+    data = commands.add_parser("data", help="write labelled reasoning traces (JSONL)")
+    data.add_argument("-o", "--output", type=Path, required=True)
+    data.add_argument("--count", type=int, default=1000)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--family", choices=["train", "eval"], default="train",
+                      help="phrasing templates (eval shares none with train)")  # fmt: skip
+    evaluate = commands.add_parser(
+        "eval", help="score the service's deletions against gold spans, with baselines"
+    )
+    evaluate.add_argument("file", type=Path, help="records: {id, trace, redundant_spans, ...}")
+    evaluate.add_argument("--server", help="HOST:PORT of a running service (default: local)")
+    evaluate.add_argument("--predictions", type=Path, help="score this file instead of running")
+    evaluate.add_argument("--limit", type=int, default=0, help="first N records only")
+    evaluate.add_argument("--json", action="store_true")
+    _add_settings_flags(evaluate)
     return parser
 
 
@@ -83,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
-    handler = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}[args.command]
+    handlers = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}
+    handlers.update(data=_data, eval=_eval)
+    handler = handlers[args.command]
     return handler(args, settings)
 
 
@@ -245,3 +262,38 @@ def _local_info(settings: Settings) -> Any:
         return convert.info_to_proto(service.info(), settings, service.limits)
     finally:
         service.shutdown(grace=0)
+
+
+def _data(args: argparse.Namespace, settings: Settings) -> int:
+    from pruner_service.training.data import generate
+
+    with args.output.open("w", encoding="utf-8") as out:
+        for record in generate(args.count, args.seed, args.family):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(f"wrote {args.count} records to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from pruner_service.training import report
+    from pruner_service.training.evaluate import score
+
+    if not args.file.is_file():
+        print(f"error: no file {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    records = report.read_records(args.file, args.limit)
+    if args.predictions:
+        result: dict[str, Any] = score(records, report.read_predictions(args.predictions))
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.server:
+        from pruner_service.training.runners import remote_runner
+
+        result = report.build_report(records, remote_runner(args.server))
+    else:
+        from pruner_service.training.runners import local_runner
+
+        with local_runner(settings) as run:
+            result = report.build_report(records, run)
+    print(json.dumps(result, indent=2) if args.json else report.format_table(result))
+    return 0

@@ -139,3 +139,23 @@ def test_a_bad_setting_is_a_clear_error(cache_dir: Path) -> None:
         timeout=60,
     )
     assert env_out.returncode == 2 and "FREELM_MAX_BATCH='lots'" in env_out.stderr
+
+
+def test_data_then_eval_scores_a_known_prediction_file(tmp_path: Path, cache_dir: Path) -> None:
+    data = tmp_path / "records.jsonl"
+    out = run_cli("data", "-o", str(data), "--count", "20", "--seed", "3", cache_dir=cache_dir)
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    predictions = tmp_path / "predictions.jsonl"
+    with predictions.open("w") as handle:  # the gold spans themselves, except for the first record
+        for i, record in enumerate(records):
+            spans = [] if i == 0 else [s[:2] for s in record["redundant_spans"]]
+            handle.write(json.dumps({"id": record["id"], "deletions": spans}) + "\n")
+    out = run_cli("eval", str(data), "--predictions", str(predictions), cache_dir=cache_dir)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    gold = sum(s[1] - s[0] for r in records for s in r["redundant_spans"])
+    missed = sum(s[1] - s[0] for s in records[0]["redundant_spans"])
+    assert result["precision"] == 1.0
+    assert result["recall"] == pytest.approx((gold - missed) / gold)
+    assert result["essential_violation_rate"] == 0.0

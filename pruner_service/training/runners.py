@@ -1,0 +1,69 @@
+"""Running many records through the service for evaluation: a local engine or a remote server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm import tqdm
+
+from pruner_service.config import Settings
+from pruner_service.domain import PruneOptions, PruneRequest, PruneResult
+from pruner_service.training.report import PruneMany
+
+Results = dict[str, tuple[list[tuple[int, int]], float]]
+
+
+@contextmanager
+def local_runner(settings: Settings) -> Iterator[PruneMany]:
+    """A runner over an in-process service (the profile's engine, loaded once)."""
+    from pruner_service.app import build_service
+
+    service = build_service(settings)
+    service.start(background=False)
+    if not service.ready:
+        raise RuntimeError(f"the model failed to load: {service.failure}")
+
+    def run(records: Sequence[dict[str, Any]], collapse: bool) -> Results:
+        options = PruneOptions(max_commands=service.limits.max_commands, collapse_loops=collapse)
+        requests = [
+            PruneRequest(r["id"], r["trace"], r.get("question", ""), options) for r in records
+        ]
+        results: Results = {}
+        label = "service" if collapse else "model only"
+        stream = service.prune_stream(iter(requests), time.time() + 3600)
+        for request_id, item in tqdm(stream, total=len(requests), desc=label, unit="trace"):
+            if not isinstance(item, PruneResult):
+                raise RuntimeError(f"record {request_id}: {item}")
+            spans = [(d.start, d.end) for d in item.outcome.deletions]
+            results[request_id] = (spans, item.timing.total_ms / 1000)
+        return results
+
+    try:
+        yield run
+    finally:
+        service.shutdown(grace=0)
+
+
+def remote_runner(address: str) -> PruneMany:
+    """A runner over a running server, through the streaming RPC."""
+    from freelm_pruner_client.client import PrunerClient, build_request
+
+    def run(records: Sequence[dict[str, Any]], collapse: bool) -> Results:
+        requests = [
+            build_request(r["trace"], r.get("question", ""), r["id"], collapse_loops=collapse)
+            for r in records
+        ]
+        results: Results = {}
+        with PrunerClient(address, timeout=3600) as client:
+            replies = client.prune_stream(requests)
+            for reply in tqdm(replies, total=len(requests), unit="trace"):
+                if reply.WhichOneof("result") == "error":
+                    raise RuntimeError(f"record {reply.request_id}: {reply.error.message}")
+                spans = [(d.start, d.end) for d in reply.response.deletions]
+                results[reply.request_id] = (spans, reply.response.timing.total_ms / 1000)
+        return results
+
+    return run
