@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--family", choices=["train", "eval"], default="train",
                       help="phrasing templates (eval shares none with train)")  # fmt: skip
+    train = commands.add_parser(
+        "train", help="train a Free-Module (LoRA) on labelled records for the profile's base"
+    )
+    train.add_argument("--data", type=Path, required=True, help="records with gold commands")
+    train.add_argument("-o", "--output", type=Path, required=True, help="adapter folder")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--learning-rate", type=float, default=2e-4)
+    train.add_argument("--rank", type=int, default=16)
+    train.add_argument("--grad-accum", type=int, default=4)
+    train.add_argument("--max-tokens", type=int, default=1024)
+    train.add_argument("--save-every", type=int, default=100)
+    train.add_argument("--seed", type=int, default=0)
+    _add_settings_flags(train)
     evaluate = commands.add_parser(
         "eval", help="score the service's deletions against gold spans, with baselines"
     )
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     handlers = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}
-    handlers.update(data=_data, eval=_eval)
+    handlers.update(data=_data, eval=_eval, train=_train)
     handler = handlers[args.command]
     return handler(args, settings)
 
@@ -296,4 +309,47 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         with local_runner(settings) as run:
             result = report.build_report(records, run)
     print(json.dumps(result, indent=2) if args.json else report.format_table(result))
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pruner_service.engine.load import resolve_model_path
+    from pruner_service.engine.profile import Profile
+    from pruner_service.training import train as training
+    from pruner_service.training.report import read_records
+
+    profile = Profile.load(settings.profile).with_paths(settings.model_path)
+    path = resolve_model_path(profile, settings.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    config = training.TrainConfig(
+        steps=args.steps,
+        learning_rate=args.learning_rate,
+        rank=args.rank,
+        alpha=2 * args.rank,
+        grad_accum=args.grad_accum,
+        max_tokens=args.max_tokens,
+        save_every=args.save_every,
+        seed=args.seed,
+    )
+    records = read_records(args.data)
+    examples = training.build_examples(records, profile, tokenizer, config.max_tokens)
+    print(
+        f"{len(examples)} of {len(records)} records fit {config.max_tokens} tokens", file=sys.stderr
+    )
+    losses = training.train(model, tokenizer, examples, args.output, config)
+    meta = {
+        "id": args.output.name,
+        "version": "0",
+        "base": profile.model_id,
+        "data": str(args.data),
+    }
+    (args.output / "freelm_adapter.json").write_text(json.dumps(meta, indent=2))
+    if losses:
+        print(f"final loss {losses[-1]:.4f}; adapter in {args.output}", file=sys.stderr)
     return 0

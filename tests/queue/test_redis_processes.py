@@ -151,8 +151,9 @@ def test_a_killed_workers_jobs_are_reclaimed_by_the_other(spawn, redis_server) -
     assert sorted(replies) == sorted(r.request_id for r in requests)
     assert all(reply.pruned_trace for reply in replies.values())
     # The survivor may be mid-batch when the idle time ends; then it runs the reclaimed batch.
+    # The margin covers the reclaim poll (idle / 4), result polling and a loaded CI machine.
     batch_s = max(reply.timing.compute_ms for reply in replies.values()) / 1000
-    bound = idle_ms / 1000 + 2 * batch_s + 5
+    bound = idle_ms / 1000 * 1.25 + 2 * batch_s + 10
     assert elapsed < bound, f"answered {elapsed:.1f}s after the kill; bound {bound:.1f}s"
     assert client.xlen(keys.jobs) == 0
 

@@ -1,0 +1,73 @@
+"""Training a Free-Module: a few steps on a tiny model make the loss fall; runs resume."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pruner_service.engine.hf import HFEngine
+from pruner_service.engine.load import load_model
+from pruner_service.engine.profile import AdapterConfig, Profile
+from pruner_service.engine.synthetic import make_base
+from pruner_service.training.data import generate
+from pruner_service.training.train import TrainConfig, build_examples, train
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Path:
+    return make_base("qwen3-tiny", base_model_dir, tmp_path_factory.mktemp("tiny"), torch.float32)
+
+
+def examples_for(tiny: Path, count: int = 12):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    records = list(generate(count, seed=5, family="train"))
+    return build_examples(records, Profile.load("smollm2-135m"), tokenizer, 1024), tokenizer
+
+
+def test_only_the_json_is_learned(tiny: Path) -> None:
+    examples, tokenizer = examples_for(tiny, 3)
+    for example in examples:
+        learned = [
+            t for t, label in zip(example.input_ids, example.labels, strict=True) if label != -100
+        ]
+        text = tokenizer.decode(learned, skip_special_tokens=True)
+        assert text.startswith("[") and text.endswith("]")
+
+
+def test_a_few_steps_on_the_embedded_model_make_the_loss_fall(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    records = list(generate(3, seed=5, family="train"))
+    examples = build_examples(records, Profile.load("smollm2-135m"), tokenizer, 1024)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    config = TrainConfig(steps=8, learning_rate=1e-3, grad_accum=1, warmup_steps=1, save_every=100)
+    losses = train(model, tokenizer, examples, tmp_path, config, progress=False)
+    assert statistics.mean(losses[-3:]) < 0.6 * statistics.mean(losses[:2])
+
+
+def test_a_trained_adapter_is_servable(tiny: Path, tmp_path: Path) -> None:
+    examples, tokenizer = examples_for(tiny, 2)
+    config = TrainConfig(steps=2, grad_accum=1, warmup_steps=1, save_every=100)
+    train(AutoModelForCausalLM.from_pretrained(tiny), tokenizer, examples, tmp_path, config,
+          progress=False)  # fmt: skip
+    adapter = AdapterConfig.load(tmp_path)
+    profile = Profile.load("qwen3-8b-freelm").with_paths(str(tiny), str(tmp_path))
+    engine = HFEngine(load_model(profile, tmp_path, "cpu"), profile, max_new_tokens=8)
+    assert engine.info.adapter_id == adapter.adapter_id
+
+
+def test_a_run_resumes_from_its_newest_checkpoint(tiny: Path, tmp_path: Path) -> None:
+    examples, tokenizer = examples_for(tiny, 6)
+    config = TrainConfig(steps=10, grad_accum=1, warmup_steps=1, save_every=5)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    first = train(model, tokenizer, examples, tmp_path, config, progress=False)
+    assert len(first) == 10 and (tmp_path / "checkpoint-5" / "trainer.pt").exists()
+    longer = TrainConfig(steps=12, grad_accum=1, warmup_steps=1, save_every=5)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    second = train(model, tokenizer, examples, tmp_path, longer, progress=False)
+    assert len(second) == 7  # steps 5..11, from checkpoint-5
