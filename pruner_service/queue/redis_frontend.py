@@ -11,6 +11,7 @@ Redis is unreachable, ``submit`` raises ``Unavailable`` at once and nothing wait
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import uuid
@@ -85,7 +86,7 @@ class RedisFrontend:
                 raise QueueFull(f"queue is full ({self.max_queue} requests waiting); retry later")
             with self._lock:
                 self._waiting[request.request_id].append(job)
-            job.future.add_done_callback(self._on_done)
+            job.future.add_done_callback(functools.partial(self._on_done, job))
             ttl = max(1, int(job.deadline - time.time()) + 1)
             self._enqueue(
                 keys=[self.keys.inflight(request.request_id), self.keys.jobs],
