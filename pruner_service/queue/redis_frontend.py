@@ -110,12 +110,9 @@ class RedisFrontend:
             job.finish(cached_response(cached, request, (time.time() - job.enqueued_at) * 1e3))
         return True
 
-    def _on_done(self, future: object) -> None:
+    def _on_done(self, job: Job, _: object = None) -> None:
         """Marks a cancelled job (caller gone or past its deadline) so workers skip it."""
-        job = next(
-            (j for js in list(self._waiting.values()) for j in js if j.future is future), None
-        )
-        if job is None or not job.future.cancelled():
+        if not job.future.cancelled():
             return
         ttl = max(1, int(job.deadline - time.time()) + 60)
         with contextlib.suppress(redis.RedisError):
