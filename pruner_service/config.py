@@ -7,7 +7,6 @@ reads the environment: the settings object is passed down.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -85,10 +84,6 @@ class Settings:
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
     log_format: str = field(default="auto", metadata={"help": "auto, json or console"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
 
 
 def _coerce(kind: Any, raw: str) -> Any:

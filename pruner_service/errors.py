@@ -29,10 +29,6 @@ class Unavailable(PrunerError):
     """Not ready (model loading) or shutting down."""
 
 
-class Cancelled(PrunerError):
-    """The caller went away."""
-
-
 class Internal(PrunerError):
     """The engine failed on this item."""
 
@@ -42,7 +38,6 @@ STATUS_CODES: dict[type[PrunerError], grpc.StatusCode] = {
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Cancelled: grpc.StatusCode.CANCELLED,
     Internal: grpc.StatusCode.INTERNAL,
 }
 
