@@ -14,6 +14,13 @@ import re
 from freelm_pruner_client.anchors import AnchorCommand
 
 _COMMAND = re.compile(r'\{"prefix": "([^"]*)", "suffix": "([^"]*)"\}')
+_UNWRITABLE = re.compile(r'["\\\x00-\x1f]')
+
+
+def anchor_fits(anchor: str, max_anchor_chars: int) -> bool:
+    """Whether the grammar can write ``anchor``: 1 to ``max_anchor_chars`` characters, none of
+    them ``"``, ``\\`` or a control character."""
+    return 0 < len(anchor) <= max_anchor_chars and not _UNWRITABLE.search(anchor)
 
 
 def command_grammar(trace: str, max_commands: int, max_anchor_chars: int) -> str:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 from freelm_pruner_client.anchors import AnchorCommand, Protection, prune
 from freelm_pruner_client.loops import loop_spans
 
-from pruner_service.training.data import FAMILIES, generate, gold_command
+from pruner_service.training.data import generate, gold_command
 from pruner_service.training.evaluate import (
     duplicate_sentences,
     loop_collapser,
     no_deletions,
     score,
 )
+from pruner_service.training.phrasing import FAMILIES, Phrasing
 
 RECORDS = list(generate(300, seed=7, family="train"))
 
@@ -62,16 +65,21 @@ def test_gold_command_is_the_shortest_exact_pair() -> None:
     trace = "Start. Hmm, let me restate it. Then 2 + 2 = 4. Hmm, fine."
     start = trace.index("Hmm, let")
     end = trace.index("it.") + 3
-    command = gold_command(trace, start, end)
-    assert command == AnchorCommand("Hmm, l", ".")
+    assert gold_command(trace, start, end) == AnchorCommand("Hmm, let me restate", "me restate it.")
+    command = gold_command(trace, start, end, min_chars=1)
+    assert command == AnchorCommand("Hmm, let", "it.")  # "Hmm," alone occurs twice
     status_span = prune(trace, [command]).deletions[0]
     assert (status_span.start, status_span.end) == (start, end)
+    assert gold_command("x ab ab y", 2, 4, min_chars=1) is None  # no unique prefix in the span
 
 
 def test_train_and_eval_phrasings_share_no_template() -> None:
     train, held_out = FAMILIES["train"], FAMILIES["eval"]
-    for name in ("opening", "step", "reverify", "abandoned", "restate", "filler", "answer"):
-        assert not set(getattr(train, name)) & set(getattr(held_out, name))
+    for slot in fields(Phrasing):
+        train_pool, eval_pool = getattr(train, slot.name), getattr(held_out, slot.name)
+        assert train_pool and eval_pool and not set(train_pool) & set(eval_pool)
+    sentences = {r["trace"] for r in generate(200, 3, "eval")}
+    assert not any(o in t for o in train.opening for t in sentences)
 
 
 def test_generation_is_seeded() -> None:
