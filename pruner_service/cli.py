@@ -1,4 +1,4 @@
-"""The ``freelm-pruner`` command: serve, prune, info, fetch.
+"""The ``freelm-pruner`` command: serve, prune, info, fetch, and data, synth, train, eval.
 
 Every server setting is a flag (``--max-batch``) and a variable (``FREELM_MAX_BATCH``); the flag
 wins. ``prune`` and ``info`` run a local engine unless ``--server HOST:PORT`` names a running one.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -17,6 +18,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from pruner_service.config import Settings, settings_from
+from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION
 from pruner_service.logging import configure_logging
 
 EXIT_USAGE = 2
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(info)
     fetch = commands.add_parser("fetch", help="fetch and cache the profile's embedded model")
     _add_settings_flags(fetch)
+    _add_training_commands(commands)
+    return parser
+
+
+def _add_training_commands(commands: Any) -> None:
     data = commands.add_parser("data", help="write labelled reasoning traces (JSONL)")
     data.add_argument("-o", "--output", type=Path, required=True)
     data.add_argument("--count", type=int, default=1000)
@@ -87,6 +94,54 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-every", type=int, default=100)
     train.add_argument("--seed", type=int, default=0)
     _add_settings_flags(train)
+    synth = commands.add_parser(
+        "synth",
+        help="label traces with a teacher model behind an OpenAI-compatible endpoint",
+        description="Send each trace to a chat endpoint with the cleaning instruction; keep an "
+        "example only if its commands resolve and the answer survives (reward check). Output is "
+        "appended as it goes: rerun the same command to resume.",
+    )
+    synth.add_argument("file", type=Path, help="records: {id, trace, question?, answer?}")
+    synth.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="kept examples (training records with commands)",
+    )
+    synth.add_argument(
+        "--rejects",
+        type=Path,
+        help="not-kept records with code and reason (default OUTPUT.rejects.jsonl)",
+    )
+    synth.add_argument(
+        "--endpoint",
+        default=os.environ.get("OPENAI_BASE_URL"),
+        help="base URL, e.g. http://host:8000/v1 (default $OPENAI_BASE_URL)",
+    )
+    synth.add_argument("--model", required=True, help="the endpoint's model name")
+    synth.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="variable holding the API key (default OPENAI_API_KEY)",
+    )
+    synth.add_argument("--max-tokens", type=int, default=512, help="per teacher reply")
+    synth.add_argument("--temperature", type=float, default=0.0)
+    synth.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    synth.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    synth.add_argument("--max-delete-fraction", type=float, default=DEFAULT_MAX_DELETE_FRACTION)
+    synth.add_argument(
+        "--reply-prefix",
+        default="",
+        help='start every reply with this text, e.g. \'[{"prefix": "\' (the endpoint must '
+        "continue a final assistant message, as vLLM does)",
+    )
+    synth.add_argument(
+        "--verify-continuation",
+        action="store_true",
+        help="also require the teacher to reach the answer from the pruned trace",
+    )
+    synth.add_argument("--profile", help="whose anchor limits apply (default: the default)")
     evaluate = commands.add_parser(
         "eval", help="score the service's deletions against gold spans, with baselines"
     )
@@ -96,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=0, help="first N records only")
     evaluate.add_argument("--json", action="store_true")
     _add_settings_flags(evaluate)
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -112,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     handlers = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}
-    handlers.update(data=_data, eval=_eval, train=_train)
+    handlers.update(data=_data, eval=_eval, train=_train, synth=_synth)
     handler = handlers[args.command]
     return handler(args, settings)
 
@@ -310,6 +364,54 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             result = report.build_report(records, run)
     print(json.dumps(result, indent=2) if args.json else report.format_table(result))
     return 0
+
+
+def _synth(args: argparse.Namespace, settings: Settings) -> int:
+    from pruner_service.engine.profile import Profile
+    from pruner_service.training import synth
+
+    problem = _synth_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    profile = Profile.load(settings.profile)
+    config = synth.SynthConfig(
+        max_anchor_chars=profile.max_anchor_chars,
+        max_commands=profile.max_commands,
+        max_delete_fraction=args.max_delete_fraction,
+        verify_continuation=args.verify_continuation,
+        concurrency=args.concurrency,
+    )
+    teacher = synth.OpenAITeacher(
+        args.endpoint,
+        args.model,
+        api_key=os.environ.get(args.api_key_env) or "unused",
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        timeout_s=args.timeout,
+        reply_prefix=args.reply_prefix,
+    )
+    rejects = args.rejects or args.output.with_name(args.output.stem + ".rejects.jsonl")
+    job = synth.SynthJob(args.file, args.output, rejects, teacher, config)
+    try:
+        summary = job.run()
+    except synth.Aborted as exc:
+        print(f"error: {exc}\n{job.summary.line()} (rerun to resume)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{summary.line()}; kept in {args.output}, the rest in {rejects}", file=sys.stderr)
+    return 0
+
+
+def _synth_problem(args: argparse.Namespace) -> str:
+    if not args.file.is_file():
+        return f"no file {args.file}"
+    if not args.endpoint:
+        return "no endpoint: pass --endpoint URL or set OPENAI_BASE_URL"
+    if args.concurrency < 1 or args.max_tokens < 1 or args.timeout <= 0:
+        return "--concurrency, --max-tokens and --timeout must be positive"
+    if not 0.0 < args.max_delete_fraction <= 1.0:
+        return "--max-delete-fraction must be in (0, 1]"
+    return ""
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:

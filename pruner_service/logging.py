@@ -19,6 +19,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     )
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    for chatty in ("httpx", "httpx2", "openai"):  # one line per HTTP request at INFO
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from pruner_service.config import Settings, settings_from
 from pruner_service.engine.fetch import ensure_embedded
 
 DATA = Path(__file__).parent / "data"
+OPENAI_SERVER = Path(__file__).parent / "support" / "openai_server.py"
 FEWSHOT_PROFILE = DATA / "fewshot-profile" / "profile.json"
 
 REALISTIC_TRACE = """Okay, so I need to find how many apples Maria has left after she gives
@@ -133,3 +137,20 @@ def channel(server: tuple[str, list[int]]) -> Iterator[grpc.Channel]:
         server[0], options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
     ) as ch:
         yield ch
+
+
+@pytest.fixture(scope="session")
+def openai_server(base_model_dir: Path) -> Iterator[str]:
+    """A real OpenAI-compatible HTTP server over the embedded model; yields its ``/v1`` URL."""
+    process = subprocess.Popen(
+        [sys.executable, str(OPENAI_SERVER), "--model-dir", str(base_model_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    match = re.search(r"listening on (\S+)", process.stdout.readline())
+    assert match
+    yield f"http://{match.group(1)}/v1"
+    process.terminate()
+    process.wait(30)

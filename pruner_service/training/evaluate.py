@@ -25,6 +25,14 @@ Spans = Sequence[tuple[int, int]]
 _SENTENCE = re.compile(r"\S[^\n]*?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.MULTILINE)
 
 
+def last_sentence(trace: str) -> tuple[int, int] | None:
+    """The ``[start, end)`` of the trace's last sentence (None for a blank trace)."""
+    last = None
+    for last in _SENTENCE.finditer(trace):  # noqa: B007
+        pass
+    return (last.start(), last.end()) if last else None
+
+
 def _mask(n: int, spans: Iterable[Sequence[int]]) -> list[bool]:
     mask = [False] * n
     for span in spans:

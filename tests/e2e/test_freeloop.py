@@ -3,46 +3,17 @@ rounds, and the real pruning service prunes its trace between rounds."""
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from freelm_pruner_client.client import PrunerClient
 from freelm_pruner_client.loop import Endpoint, FreeLoop, LoopSettings, ModelEndpointError
 
-SERVER = Path(__file__).resolve().parents[1] / "support" / "openai_server.py"
+from tests.support.openai_server import stats
+
 QUESTION = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?"
 PREFIX = (
     "<|im_start|>system\nYou are a careful assistant. Think step by step.<|im_end|>\n"
     f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
 )
-
-
-@pytest.fixture(scope="module")
-def openai_server(base_model_dir: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER), "--model-dir", str(base_model_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    match = re.search(r"listening on (\S+)", process.stdout.readline())
-    assert match
-    yield f"http://{match.group(1)}/v1"
-    process.terminate()
-    process.wait(30)
-
-
-def stats(base_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats") as response:
-        data: dict[str, int] = json.loads(response.read())
-    return data
 
 
 def test_the_loop_reasons_prunes_and_accounts_correctly(openai_server: str, server) -> None:

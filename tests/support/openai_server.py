@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,13 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             self._send(200, {"object": "text_completion", "choices": [choice], "usage": usage})
 
     return Handler
+
+
+def stats(base_url: str) -> dict[str, int]:
+    """The counters of a running server, given its ``.../v1`` base URL."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats") as response:
+        data: dict[str, int] = json.loads(response.read())
+    return data
 
 
 def main() -> None:
