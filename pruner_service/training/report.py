@@ -94,4 +94,3 @@ def format_table(report: dict[str, Any]) -> str:
         f"max {report['latency_max_s']:.2f} s"
     )
     return "\n".join(lines)
-
