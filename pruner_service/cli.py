@@ -86,13 +86,25 @@ def _add_training_commands(commands: Any) -> None:
     )
     train.add_argument("--data", type=Path, required=True, help="records with gold commands")
     train.add_argument("-o", "--output", type=Path, required=True, help="adapter folder")
-    train.add_argument("--steps", type=int, default=1000)
-    train.add_argument("--learning-rate", type=float, default=2e-4)
-    train.add_argument("--rank", type=int, default=16)
-    train.add_argument("--grad-accum", type=int, default=4)
-    train.add_argument("--max-tokens", type=int, default=1024)
-    train.add_argument("--save-every", type=int, default=100)
+    train.add_argument("--steps", type=int, default=850, help="optimizer steps")
+    train.add_argument("--learning-rate", type=float, default=6e-4, help="peak, linear decay")
+    train.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = 2 x rank)")
+    train.add_argument("--grad-accum", type=int, default=2, help="examples per step")
+    train.add_argument("--max-tokens", type=int, default=1024, help="longer examples are skipped")
+    train.add_argument("--save-every", type=int, default=50, help="checkpoint interval (steps)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--save-dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="dtype of the saved adapter weights",
+    )
+    train.add_argument(
+        "--adapter-id",
+        default="",
+        help="id GetModelInfo reports (default: the output folder's name)",
+    )
+    train.add_argument("--adapter-version", default="0", help="version GetModelInfo reports")
     _add_settings_flags(train)
     synth = commands.add_parser(
         "synth",
@@ -438,6 +450,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         max_tokens=args.max_tokens,
         save_every=args.save_every,
         seed=args.seed,
+        save_dtype=args.save_dtype,
     )
     records = read_records(args.data)
     examples = training.build_examples(records, profile, tokenizer, config.max_tokens)
@@ -446,8 +459,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     )
     losses = training.train(model, tokenizer, examples, args.output, config)
     meta = {
-        "id": args.output.name,
-        "version": "0",
+        "id": args.adapter_id or args.output.name,
+        "version": args.adapter_version,
         "base": profile.model_id,
         "data": str(args.data),
     }

@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_steps: int = 20
     save_every: int = 100
     seed: int = 0
+    save_dtype: str = "float32"
 
 
 @dataclass
@@ -146,8 +147,19 @@ def train(
         if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
             _save_checkpoint(model, optimizer, scheduler, output, step + 1)
     model.save_pretrained(output)
+    if config.save_dtype != "float32":
+        _cast_adapter(output / "adapter_model.safetensors", getattr(torch, config.save_dtype))
     (output / "training.json").write_text(json.dumps({"config": asdict(config)}, indent=2))
     return losses
+
+
+def _cast_adapter(path: Path, dtype: torch.dtype) -> None:
+    """Rewrites a saved adapter's weights in ``dtype`` (half the size in float16); loading casts
+    them back to the base model's dtype."""
+    from safetensors.torch import load_file, save_file
+
+    weights = {name: tensor.to(dtype) for name, tensor in load_file(path).items()}
+    save_file(weights, path, metadata={"format": "pt"})
 
 
 def _step(model: Any, examples: Sequence[Example], order: Iterator[int], accum: int) -> float:

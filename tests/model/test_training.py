@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pruner_service.engine.hf import HFEngine
@@ -50,11 +51,14 @@ def test_a_few_steps_on_the_embedded_model_make_the_loss_fall(
     assert statistics.mean(losses[-3:]) < 0.6 * statistics.mean(losses[:2])
 
 
-def test_a_trained_adapter_is_servable(tiny: Path, tmp_path: Path) -> None:
+def test_a_trained_adapter_saved_in_half_precision_is_servable(tiny: Path, tmp_path: Path) -> None:
     examples, tokenizer = examples_for(tiny, 2)
-    config = TrainConfig(steps=2, grad_accum=1, warmup_steps=1, save_every=100)
+    config = TrainConfig(steps=2, grad_accum=1, warmup_steps=1, save_every=100,
+                         save_dtype="float16")  # fmt: skip
     train(AutoModelForCausalLM.from_pretrained(tiny), tokenizer, examples, tmp_path, config,
           progress=False)  # fmt: skip
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    assert weights and {w.dtype for w in weights.values()} == {torch.float16}
     adapter = AdapterConfig.load(tmp_path)
     profile = Profile.load("qwen3-8b-freelm").with_paths(str(tiny), str(tmp_path))
     engine = HFEngine(load_model(profile, tmp_path, "cpu"), profile, max_new_tokens=8)
