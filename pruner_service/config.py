@@ -35,7 +35,11 @@ class Settings:
         default="", metadata={"help": "base model folder, overriding the profile's"}
     )
     adapter_path: str = field(
-        default="", metadata={"help": "Free-Module (PEFT LoRA) folder, overriding the profile's"}
+        default="",
+        metadata={
+            "help": "Free-Module (PEFT LoRA) folder overriding the profile's; none: serve "
+            "the base model alone"
+        },
     )
     cache_dir: Path = field(
         default_factory=default_cache_dir, metadata={"help": "where fetched models are cached"}

@@ -25,6 +25,9 @@ NO_ADAPTER_NOTE = (
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+NO_ADAPTER = "none"
+
+
 class ProfileError(ValueError):
     """A profile or adapter that cannot be served, with the reason."""
 
@@ -103,12 +106,13 @@ class Profile:
         return cls.from_dict(json.loads(file.read_text()), file.parent)
 
     def with_paths(self, model: str = "", adapter: str = "") -> Profile:
-        """This profile with its base model and/or adapter folder replaced (empty: keep)."""
+        """This profile with its base model and/or adapter folder replaced (empty: keep; adapter
+        ``none``: the base model alone)."""
         changes: dict[str, Any] = {}
         if model:
             changes["model"] = model
         if adapter:
-            changes["adapter"] = Path(adapter)
+            changes["adapter"] = None if adapter == NO_ADAPTER else Path(adapter)
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -149,6 +149,14 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
         Profile.load(str(tmp_path))
 
 
+def test_adapter_path_none_serves_the_base_alone(adapter_profile: Path, tmp_path: Path) -> None:
+    profile = Profile.load(str(adapter_profile))
+    assert profile.adapter is not None
+    assert profile.with_paths(adapter="none").adapter is None
+    assert profile.with_paths(adapter=str(tmp_path)).adapter == tmp_path
+    assert profile.with_paths().adapter == profile.adapter
+
+
 def test_parse_commands_drops_a_command_cut_off_mid_way() -> None:
     text = '[{"prefix": "a b", "suffix": "c"}, {"prefix": "d", "suf'
     assert parse_commands(text) == (AnchorCommand("a b", "c"),)
