@@ -23,19 +23,57 @@ def anchor_fits(anchor: str, max_anchor_chars: int) -> bool:
     return 0 < len(anchor) <= max_anchor_chars and not _UNWRITABLE.search(anchor)
 
 
+def _anchor(name: str, text: str, max_anchor_chars: int) -> str:
+    substring = json.dumps({"substring_chars": text})
+    return f'{name}: %regex {substring} & /[^"\\\\\\x00-\\x1f]{{1,{max_anchor_chars}}}/'
+
+
+def _more(count: int) -> str:
+    return f' ("," " " cmd){{0,{count}}}' if count > 0 else ""
+
+
 def command_grammar(trace: str, max_commands: int, max_anchor_chars: int) -> str:
     """A Lark grammar for at most ``max_commands`` commands with anchors taken from ``trace``."""
     if max_commands < 1 or max_anchor_chars < 1:
         raise ValueError("max_commands and max_anchor_chars must be >= 1")
-    substring = json.dumps({"substring_chars": trace})
-    more = f'("," " " cmd){{0,{max_commands - 1}}}' if max_commands > 1 else ""
     return "\n".join(
         [
-            f'start: "[" (cmd {more})? "]"',
-            r'cmd: "{\"prefix\": \"" ANCHOR "\", \"suffix\": \"" ANCHOR "\"}"',
-            f'ANCHOR: %regex {substring} & /[^"\\\\\\x00-\\x1f]{{1,{max_anchor_chars}}}/',
+            f'start: "[" (cmd{_more(max_commands - 1)})? "]"',
+            _CMD,
+            _anchor("ANCHOR", trace, max_anchor_chars),
         ]
     )
+
+
+_CMD = r'cmd: "{\"prefix\": \"" ANCHOR "\", \"suffix\": \"" ANCHOR "\"}"'
+_SUFFIX_OPENS = '", "suffix": "'
+
+
+def suffix_grammar(trace: str, head: str, commands_left: int, max_anchor_chars: int) -> str:
+    """The grammar of the rest of an output whose text so far is ``head``, ending just after a
+    command's prefix (``..."prefix": "P", "suffix": "``): the suffix is taken from the trace
+    from P's first occurrence on (so it resolves after P), then at most ``commands_left`` more
+    commands follow as in :func:`command_grammar`."""
+    prefix = head[head.rindex('"prefix": "') + 11 : -len(_SUFFIX_OPENS)]
+    after = trace[max(trace.find(prefix), 0) :]
+    literal = json.dumps(head, ensure_ascii=False)
+    return "\n".join(
+        [
+            f'start: {literal} SUFFIX "\\"}}"{_more(commands_left)} "]"',
+            _CMD,
+            _anchor("ANCHOR", trace, max_anchor_chars),
+            _anchor("SUFFIX", after, max_anchor_chars),
+        ]
+    )
+
+
+def open_suffix(text: str) -> str | None:
+    """``text`` up to and including the opening of its last command's suffix, if that command's
+    prefix is complete and its suffix not yet closed."""
+    opened = text.rfind(_SUFFIX_OPENS)
+    if opened < 0 or '"}' in text[opened + len(_SUFFIX_OPENS) :]:
+        return None
+    return text[: opened + len(_SUFFIX_OPENS)]
 
 
 def parse_commands(output: str) -> tuple[AnchorCommand, ...]:

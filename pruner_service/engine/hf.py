@@ -2,7 +2,8 @@
 
 Requests of one batch are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
-is a valid command list whose anchors are substrings of that row's trace.
+is a valid command list whose anchors are substrings of that row's trace, and each suffix is taken
+from the trace after its command's prefix.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from transformers import DynamicCache
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
-from pruner_service.engine.grammar import canonical_json, command_grammar, parse_commands
+from pruner_service.engine.grammar import (
+    canonical_json,
+    command_grammar,
+    open_suffix,
+    parse_commands,
+    suffix_grammar,
+)
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import Profile, describe
 from pruner_service.engine.prompt import render_prompt
@@ -71,9 +78,13 @@ class _Row:
 
     prompt_ids: list[int]
     matcher: Any
+    trace: str = ""
+    max_commands: int = 1
     generated: list[int] = field(default_factory=list)
     done: bool = False
     repeated: bool = False
+    suffix_head: int = -1  # output length at which the open suffix was last constrained
+    constrained: int = 0  # suffixes decoded under the narrowed grammar
 
 
 class HFEngine:
@@ -88,8 +99,10 @@ class HFEngine:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
+        self._quote_tokens = _tokens_containing(self.tokenizer, '"')
         self.prefill_rows_separately = self.device.type == "cpu"
         self.jump_forward = profile.jump_forward
+        self.constrain_suffix = profile.constrain_suffix
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -150,16 +163,34 @@ class HFEngine:
                 f"prompt has {len(ids)} tokens; the model's limit is {budget} "
                 f"(context {self.profile.context_tokens} minus {self.max_new_tokens} for output)"
             )
-        max_commands = min(request.options.max_commands, self.profile.max_commands)
-        grammar = command_grammar(
-            request.trace, max(max_commands, 1), self.profile.max_anchor_chars
-        )
-        matcher = llguidance.LLMatcher(
-            self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0
-        )
+        max_commands = max(min(request.options.max_commands, self.profile.max_commands), 1)
+        grammar = command_grammar(request.trace, max_commands, self.profile.max_anchor_chars)
+        matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
-        return _Row(ids, matcher)
+        return _Row(ids, matcher, request.trace, max_commands)
+
+    def _matcher(self, grammar: str) -> Any:
+        return llguidance.LLMatcher(
+            self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0
+        )
+
+    def _constrain_suffix(self, row: _Row) -> None:
+        """Once a command's prefix is complete, narrows its suffix to text from the prefix's
+        occurrence on, so that it can resolve (rule 3): the row continues under a grammar whose
+        head is the output so far, replayed into a fresh matcher. If the replay is refused (the
+        output so far does not decode to the same text), the general grammar stays."""
+        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        head = open_suffix(text)
+        if head is None or len(head) == row.suffix_head:
+            return
+        row.suffix_head = len(head)
+        left = row.max_commands - head.count('"}') - 1
+        grammar = suffix_grammar(row.trace, head, left, self.profile.max_anchor_chars)
+        matcher = self._matcher(grammar)
+        if not matcher.is_error() and matcher.consume_tokens(row.generated):
+            row.matcher = matcher
+            row.constrained += 1
 
     @torch.inference_mode()
     def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
@@ -254,6 +285,9 @@ class HFEngine:
             if forced and row.matcher.consume_tokens(forced):
                 fed += forced
         row.generated += fed
+        quoted = any(t in self._quote_tokens for t in fed)
+        if self.constrain_suffix and quoted and not row.matcher.is_stopped():
+            self._constrain_suffix(row)
         closing = any(t in self._closing_tokens for t in fed)
         row.done = (
             row.matcher.is_stopped()

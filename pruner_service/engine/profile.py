@@ -91,6 +91,7 @@ class Profile:
     trust_remote_code: bool
     note: str
     jump_forward: bool = True
+    constrain_suffix: bool = False
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -146,6 +147,7 @@ class Profile:
             trust_remote_code=bool(raw.get("trust_remote_code", False)),
             note=str(raw.get("note", "")),
             jump_forward=bool(raw.get("jump_forward", True)),
+            constrain_suffix=bool(raw.get("constrain_suffix", False)),
         )
 
 

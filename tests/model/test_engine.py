@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from freelm_pruner_client.anchors import AnchorCommand
 
 from pruner_service.domain import PruneOptions, PruneRequest
-from pruner_service.engine.grammar import parse_commands
+from pruner_service.engine.grammar import open_suffix, parse_commands, suffix_grammar
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
@@ -187,3 +188,38 @@ def test_jump_forward_gives_the_plain_paths_commands_in_fewer_forwards(engine: H
     assert [p.commands for p in fast] == [p.commands for p in plain]
     assert any(p.commands for p in plain)
     assert fast_calls < plain_calls
+
+
+def test_a_constrained_suffix_is_decoded_under_the_narrowed_grammar(
+    engine: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows: list[Any] = []
+    original = engine._row
+    monkeypatch.setattr(engine, "_row", lambda request: rows.append(original(request)) or rows[-1])
+    monkeypatch.setattr(engine, "constrain_suffix", True)
+    batch = requests(TRACES)
+    proposals = engine.propose(batch)
+    commands = 0
+    for proposal, row, request in zip(proposals, rows, batch, strict=True):
+        assert not isinstance(proposal, Exception)
+        json.loads(proposal.raw_output)
+        for command in proposal.commands:
+            start = request.trace.find(command.prefix)
+            assert request.trace.find(command.suffix, start) >= 0, command
+        commands += len(proposal.commands)
+        assert row.constrained >= len(proposal.commands)  # every suffix, replayed or not
+    assert commands > 0
+
+
+def test_the_suffix_grammar_only_admits_text_after_the_prefix(engine: HFEngine) -> None:
+    trace = "Alpha one. Beta two. Gamma three. Beta again."
+    head = '[{"prefix": "Gamma", "suffix": "'
+
+    def accepts(rest: str) -> bool:
+        matcher = engine._matcher(suffix_grammar(trace, head, 0, 48))
+        ids = engine.tokenizer(head + rest, add_special_tokens=False)["input_ids"]
+        return bool(matcher.consume_tokens(ids)) and matcher.is_accepting()
+
+    assert accepts('three."}]') and accepts('again."}]')
+    assert not accepts('two."}]') and not accepts('one."}]')
+    assert open_suffix(head) == head and open_suffix(head + 'x"}]') is None
