@@ -11,15 +11,36 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pruner_service.training.evaluate import BASELINES, score
 
-PruneMany = Callable[
-    [Sequence[dict[str, Any]], bool], dict[str, tuple[list[tuple[int, int]], float]]
-]
-"""(records, collapse_loops) → record id → (deleted spans, seconds)."""
+UNRESOLVED = {"INVALID_COMMAND", "PREFIX_NOT_FOUND", "PREFIX_AMBIGUOUS", "SUFFIX_NOT_FOUND"}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What the service answered for one record, as the report needs it."""
+
+    deletions: list[tuple[int, int]]
+    seconds: float
+    statuses: list[str]  # of the model's commands
+    parsed: bool  # the raw output is valid JSON
+    trace_tokens: int
+    kept_tokens: int
+
+
+PruneMany = Callable[[Sequence[dict[str, Any]], bool], dict[str, Pruned]]
+"""(records, collapse_loops) → record id → what the service answered."""
+
+
+def parses(raw_output: str) -> bool:
+    try:
+        return isinstance(json.loads(raw_output), list)
+    except json.JSONDecodeError:
+        return False
 
 
 def read_records(path: Path, limit: int = 0) -> list[dict[str, Any]]:
@@ -51,10 +72,10 @@ def build_report(records: Sequence[dict[str, Any]], prune_many: PruneMany) -> di
     """Scores the service, the model alone and the baselines on ``records``."""
     service = prune_many(records, True)
     model_only = prune_many(records, False)
-    latencies = [seconds for _, seconds in service.values()]
+    latencies = [item.seconds for item in service.values()]
     rows = {
-        "service (model + loop collapser)": score(records, _spans(service)),
-        "model alone (collapser off)": score(records, _spans(model_only)),
+        "service (model + loop collapser)": _served(records, service),
+        "model alone (collapser off)": _served(records, model_only),
     }
     for name, baseline in BASELINES.items():
         rows[name] = score(records, {r["id"]: baseline(r) for r in records})
@@ -66,10 +87,20 @@ def build_report(records: Sequence[dict[str, Any]], prune_many: PruneMany) -> di
     }
 
 
-def _spans(
-    results: dict[str, tuple[list[tuple[int, int]], float]],
-) -> dict[str, list[tuple[int, int]]]:
-    return {key: spans for key, (spans, _) in results.items()}
+def _served(records: Sequence[dict[str, Any]], results: dict[str, Pruned]) -> dict[str, Any]:
+    """The scores of the service's deletions, with the service-only measures: outputs that parse,
+    commands that resolve, and tokens removed."""
+    metrics = score(records, {key: item.deletions for key, item in results.items()})
+    items = list(results.values())
+    statuses = [s for item in items for s in item.statuses]
+    metrics["outputs_parsed"] = sum(i.parsed for i in items) / len(items) if items else 1.0
+    metrics["commands"] = len(statuses)
+    metrics["commands_resolved"] = (
+        sum(s not in UNRESOLVED for s in statuses) / len(statuses) if statuses else 1.0
+    )
+    fractions = [1 - i.kept_tokens / i.trace_tokens for i in items if i.trace_tokens]
+    metrics["removed_token_fraction"] = statistics.fmean(fractions) if fractions else 0.0
+    return metrics
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -86,9 +117,15 @@ def format_table(report: dict[str, Any]) -> str:
             f"{m['answer_preservation']:.3f} | {m['removed_fraction']:.3f} | "
             f"{m['removed_on_high_redundancy']:.3f} | {m['removed_on_clean']:.3f} |"
         )
-    kinds = report["rows"]["service (model + loop collapser)"]["recall_by_kind"]
+    service = report["rows"]["service (model + loop collapser)"]
+    kinds = service["recall_by_kind"]
     lines.append("")
     lines.append("Service recall by kind: " + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items()))
+    lines.append(
+        f"Outputs parsed {service['outputs_parsed']:.3f}; {service['commands']} commands, "
+        f"{service['commands_resolved']:.3f} resolved; tokens removed "
+        f"{service['removed_token_fraction']:.3f}"
+    )
     lines.append(
         f"{report['records']} records; latency p50 {report['latency_p50_s']:.2f} s, "
         f"max {report['latency_max_s']:.2f} s"

@@ -11,9 +11,9 @@ from tqdm import tqdm
 
 from pruner_service.config import Settings
 from pruner_service.domain import PruneOptions, PruneRequest, PruneResult
-from pruner_service.training.report import PruneMany
+from pruner_service.training.report import Pruned, PruneMany, parses
 
-Results = dict[str, tuple[list[tuple[int, int]], float]]
+Results = dict[str, Pruned]
 
 
 @contextmanager
@@ -37,8 +37,14 @@ def local_runner(settings: Settings) -> Iterator[PruneMany]:
         for request_id, item in tqdm(stream, total=len(requests), desc=label, unit="trace"):
             if not isinstance(item, PruneResult):
                 raise RuntimeError(f"record {request_id}: {item}")
-            spans = [(d.start, d.end) for d in item.outcome.deletions]
-            results[request_id] = (spans, item.timing.total_ms / 1000)
+            results[request_id] = Pruned(
+                [(d.start, d.end) for d in item.outcome.deletions],
+                item.timing.total_ms / 1000,
+                [c.status.name for c in item.outcome.commands],
+                parses(item.raw_output),
+                item.usage.trace_tokens,
+                item.usage.kept_tokens,
+            )
         return results
 
     try:
@@ -49,6 +55,7 @@ def local_runner(settings: Settings) -> Iterator[PruneMany]:
 
 def remote_runner(address: str) -> PruneMany:
     """A runner over a running server, through the streaming RPC."""
+    from freelm.pruner.v1 import pruner_pb2 as pb
     from freelm_pruner_client.client import PrunerClient, build_request
 
     def run(records: Sequence[dict[str, Any]], collapse: bool) -> Results:
@@ -62,8 +69,15 @@ def remote_runner(address: str) -> PruneMany:
             for reply in tqdm(replies, total=len(requests), unit="trace"):
                 if reply.WhichOneof("result") == "error":
                     raise RuntimeError(f"record {reply.request_id}: {reply.error.message}")
-                spans = [(d.start, d.end) for d in reply.response.deletions]
-                results[reply.request_id] = (spans, reply.response.timing.total_ms / 1000)
+                response = reply.response
+                results[reply.request_id] = Pruned(
+                    [(d.start, d.end) for d in response.deletions],
+                    response.timing.total_ms / 1000,
+                    [pb.CommandStatus.Name(c.status) for c in response.commands],
+                    parses(response.raw_output),
+                    response.usage.trace_tokens,
+                    response.usage.kept_tokens,
+                )
         return results
 
     return run

@@ -159,3 +159,28 @@ def test_data_then_eval_scores_a_known_prediction_file(tmp_path: Path, cache_dir
     assert result["precision"] == 1.0
     assert result["recall"] == pytest.approx((gold - missed) / gold)
     assert result["essential_violation_rate"] == 0.0
+
+
+def test_eval_through_a_running_server_reports_every_row(
+    server: tuple[str, list[int]], tmp_path: Path, cache_dir: Path
+) -> None:
+    data = tmp_path / "records.jsonl"
+    assert run_cli("data", "-o", str(data), "--count", "4", "--seed", "9",
+                   cache_dir=cache_dir).returncode == 0  # fmt: skip
+    out = run_cli("eval", str(data), "--server", server[0], "--json", cache_dir=cache_dir)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["records"] == 4 and report["latency_p50_s"] > 0
+    service, alone = (
+        report["rows"]["service (model + loop collapser)"],
+        report["rows"]["model alone (collapser off)"],
+    )
+    assert service["outputs_parsed"] == 1.0 and alone["outputs_parsed"] == 1.0
+    assert 0.0 <= service["commands_resolved"] <= 1.0
+    assert 0.0 <= service["removed_token_fraction"] < 1.0
+    assert service["recall"] >= alone["recall"]  # the collapser only adds deletions
+    assert {"no deletions", "loop collapser alone", "duplicate-sentence remover"} <= set(
+        report["rows"]
+    )
+    table = run_cli("eval", str(data), "--server", server[0], cache_dir=cache_dir)
+    assert "| service (model + loop collapser) |" in table.stdout and "resolved" in table.stdout

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 import pytest
 from freelm_pruner_client.anchors import AnchorCommand, Protection, prune
@@ -16,6 +18,7 @@ from pruner_service.training.evaluate import (
     score,
 )
 from pruner_service.training.phrasing import FAMILIES, Phrasing
+from pruner_service.training.report import Pruned, build_report, format_table, parses
 
 RECORDS = list(generate(300, seed=7, family="train"))
 
@@ -110,3 +113,24 @@ def test_baselines() -> None:
     assert no_deletions(record) == []
     assert loop_collapser(record) == [(16, 36)]
     assert duplicate_sentences(record) == [(17, 26), (27, 36), (37, 43)]
+
+
+def test_the_report_counts_parsed_outputs_resolved_commands_and_tokens() -> None:
+    records = [
+        {"id": "a", "trace": "0123456789", "redundant_spans": [[0, 5, "filler"]]},
+        {"id": "b", "trace": "abcdefghij", "redundant_spans": []},
+    ]
+
+    def prune_many(batch: Sequence[dict[str, Any]], collapse: bool) -> dict[str, Pruned]:
+        return {
+            "a": Pruned([(0, 5)], 0.5, ["APPLIED", "PREFIX_AMBIGUOUS"], True, 10, 5),
+            "b": Pruned([], 1.5, ["SUFFIX_NOT_FOUND", "OVER_LIMIT"], parses("[{"), 10, 10),
+        }
+
+    report = build_report(records, prune_many)
+    service = report["rows"]["service (model + loop collapser)"]
+    assert service["f1"] == 1.0 and service["outputs_parsed"] == 0.5
+    assert service["commands"] == 4 and service["commands_resolved"] == 0.5
+    assert service["removed_token_fraction"] == pytest.approx(0.25)
+    assert report["latency_p50_s"] == 1.0 and report["latency_max_s"] == 1.5
+    assert "4 commands, 0.500 resolved" in format_table(report)
