@@ -149,7 +149,12 @@ def train(
     model.save_pretrained(output)
     if config.save_dtype != "float32":
         _cast_adapter(output / "adapter_model.safetensors", getattr(torch, config.save_dtype))
-    (output / "training.json").write_text(json.dumps({"config": asdict(config)}, indent=2))
+    record = {
+        "config": asdict(config),
+        "first_step": start,
+        "losses": [round(x, 5) for x in losses],
+    }
+    (output / "training.json").write_text(json.dumps(record, indent=2))
     return losses
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -75,3 +76,5 @@ def test_a_run_resumes_from_its_newest_checkpoint(tiny: Path, tmp_path: Path) ->
     model = AutoModelForCausalLM.from_pretrained(tiny)
     second = train(model, tokenizer, examples, tmp_path, longer, progress=False)
     assert len(second) == 7  # steps 5..11, from checkpoint-5
+    recorded = json.loads((tmp_path / "training.json").read_text())
+    assert recorded["first_step"] == 5 and len(recorded["losses"]) == 7
