@@ -104,6 +104,12 @@ def _add_training_commands(commands: Any) -> None:
         default="",
         help="id GetModelInfo reports (default: the output folder's name)",
     )
+    train.add_argument(
+        "--init-adapter",
+        type=Path,
+        help="start from this adapter's weights "
+        "(further fine-tuning; the optimizer and schedule start fresh)",
+    )
     train.add_argument("--adapter-version", default="0", help="version GetModelInfo reports")
     _add_settings_flags(train)
     synth = commands.add_parser(
@@ -451,6 +457,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         save_every=args.save_every,
         seed=args.seed,
         save_dtype=args.save_dtype,
+        init_adapter=str(args.init_adapter or ""),
     )
     records = read_records(args.data)
     examples = training.build_examples(records, profile, tokenizer, config.max_tokens)

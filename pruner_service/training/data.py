@@ -257,7 +257,10 @@ def make_record(
         b.add(text, kind, _sep(rng))
     for step in problem.steps:
         template = rng.choice(style.step)
-        b.add(template.format(s=step[0], S=_capital(step[0])), "essential", _sep(rng))
+        text = template.format(s=step[0], S=_capital(step[0]))
+        if style.hedge and rng.random() < 0.3:
+            text = f"{rng.choice(style.hedge)} {step[0]}"
+        b.add(text, "essential", _sep(rng))
         extra = 0 if clean else rng.choice([1, 2, 3] if heavy else [0, 0, 1, 1, 2])
         for _ in range(extra):
             text, kind = _redundancy(rng, style, problem, step)

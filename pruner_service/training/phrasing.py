@@ -5,7 +5,8 @@ openers and rejections, restatements, filler, loop sentences, answers) has one p
 family takes every fourth entry of each pool and ``train`` the rest, so a held-out set built from
 ``eval`` shares no phrasing with the training data by construction. Traces are composed from
 several slots each (an opener, a body that recomputes a step, a closer), so the training family
-yields many thousands of distinct sentences rather than a handful of visible templates.
+yields many thousands of distinct sentences rather than a handful of visible templates. One pool,
+``hedge``, is training-only: it opens essential steps with words that usually open redundancy.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ _POOLS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+_TRAIN_ONLY: dict[str, tuple[str, ...]] = {
+    # Lead-ins that usually open redundancy, here opening steps the answer needs: training sees
+    # that a new computation is kept whatever words introduce it. Held-out sets have none.
+    "hedge": (
+        "Hmm, okay, so", "Wait,", "Let me see,", "Alright, so", "Let me check:",
+        "Let me verify:", "Let me think,", "Hmm,", "Let me compute:", "To be careful,",
+        "Carefully now,", "Let me recompute this part:", "Hmm, let me see,", "Wait, so",
+    ),
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Phrasing:
     """One family's share of every pool."""
@@ -125,16 +137,17 @@ class Phrasing:
     filler: tuple[str, ...]
     loop: tuple[str, ...]
     answer: tuple[str, ...]
+    hedge: tuple[str, ...] = ()
 
 
 def _family(name: str) -> Phrasing:
     held_out = name == "eval"
-    return Phrasing(
-        **{
-            f.name: tuple(s for i, s in enumerate(_POOLS[f.name]) if (i % 4 == 3) == held_out)
-            for f in fields(Phrasing)
-        }
-    )
+    pools = {
+        f.name: tuple(s for i, s in enumerate(_POOLS[f.name]) if (i % 4 == 3) == held_out)
+        for f in fields(Phrasing)
+        if f.name in _POOLS
+    }
+    return Phrasing(**pools, **({} if held_out else _TRAIN_ONLY))
 
 
 FAMILIES = {name: _family(name) for name in FAMILY_NAMES}

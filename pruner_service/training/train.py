@@ -44,6 +44,7 @@ class TrainConfig:
     save_every: int = 100
     seed: int = 0
     save_dtype: str = "float32"
+    init_adapter: str = ""  # start from this adapter's weights (the optimizer starts fresh)
 
 
 @dataclass
@@ -110,8 +111,12 @@ def train(
         raise ValueError("no training examples (all longer than max_tokens?)")
     torch.manual_seed(config.seed)
     checkpoint = _latest_checkpoint(output)
-    if checkpoint is not None:
-        model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    if checkpoint is not None or config.init_adapter:
+        source = checkpoint if checkpoint is not None else Path(config.init_adapter)
+        model = PeftModel.from_pretrained(model, source, is_trainable=True)
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()  # a float16 adapter trains in float32
     else:
         lora = LoraConfig(
             r=config.rank,

@@ -78,3 +78,25 @@ def test_a_run_resumes_from_its_newest_checkpoint(tiny: Path, tmp_path: Path) ->
     assert len(second) == 7  # steps 5..11, from checkpoint-5
     recorded = json.loads((tmp_path / "training.json").read_text())
     assert recorded["first_step"] == 5 and len(recorded["losses"]) == 7
+
+
+def test_a_run_can_start_from_an_existing_adapter(tiny: Path, tmp_path: Path) -> None:
+    examples, tokenizer = examples_for(tiny, 2)
+    first = tmp_path / "first"
+    config = TrainConfig(steps=2, grad_accum=1, warmup_steps=1, save_every=100,
+                         save_dtype="float16")  # fmt: skip
+    train(AutoModelForCausalLM.from_pretrained(tiny), tokenizer, examples, first, config,
+          progress=False)  # fmt: skip
+    start = load_file(first / "adapter_model.safetensors")
+    untouched = TrainConfig(steps=0, init_adapter=str(first))
+    train(AutoModelForCausalLM.from_pretrained(tiny), tokenizer, examples, tmp_path / "same",
+          untouched, progress=False)  # fmt: skip
+    same = load_file(tmp_path / "same" / "adapter_model.safetensors")
+    assert same.keys() == start.keys()
+    assert all(torch.equal(same[k].half(), start[k]) for k in start)
+    further = TrainConfig(steps=2, grad_accum=1, warmup_steps=1, init_adapter=str(first))
+    train(AutoModelForCausalLM.from_pretrained(tiny), tokenizer, examples, tmp_path / "more",
+          further, progress=False)  # fmt: skip
+    more = load_file(tmp_path / "more" / "adapter_model.safetensors")
+    assert {w.dtype for w in more.values()} == {torch.float32}
+    assert any(not torch.equal(more[k].half(), start[k]) for k in start)

@@ -80,7 +80,8 @@ def test_train_and_eval_phrasings_share_no_template() -> None:
     train, held_out = FAMILIES["train"], FAMILIES["eval"]
     for slot in fields(Phrasing):
         train_pool, eval_pool = getattr(train, slot.name), getattr(held_out, slot.name)
-        assert train_pool and eval_pool and not set(train_pool) & set(eval_pool)
+        assert train_pool and not set(train_pool) & set(eval_pool)
+        assert eval_pool or slot.name == "hedge"  # hedges open steps in training data only
     sentences = {r["trace"] for r in generate(200, 3, "eval")}
     assert not any(o in t for o in train.opening for t in sentences)
 
