@@ -107,11 +107,19 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
+    parser.add_argument("--adapter-path", default="", help="override the profile's (none: base)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_service.json"))
     args = parser.parse_args()
     configure_logging("warning", "console")
     settings = settings_from(
-        {"port": 0, "max_batch": 8, "max_wait_ms": 50.0, "device": "cpu", "profile": args.profile}
+        {
+            "port": 0,
+            "max_batch": 8,
+            "max_wait_ms": 50.0,
+            "device": "cpu",
+            "profile": args.profile,
+            "adapter_path": args.adapter_path,
+        }
     )
     running = build_server(settings, build_service(settings))
     running.server.start()
