@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import openai
-from freelm_pruner_client.anchors import AnchorCommand, Protection, Status, prune
-from freelm_pruner_client.batch import TRANSIENT, finished_keys
+from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Status, prune
+from freelm_pruner_client.batch import TRANSIENT, count_lines, finished_keys, json_objects
 from tqdm import tqdm
 
 from pruner_service.engine.grammar import anchor_fits
@@ -165,8 +165,8 @@ def _mentions(text: str, answer: str) -> bool:
 
 def check(
     record: dict[str, Any], commands: list[AnchorCommand], config: SynthConfig
-) -> list[tuple[int, int]]:
-    """The spans ``commands`` delete, if they pass rules 1 and 2 of the reward check."""
+) -> PruneOutcome:
+    """What ``commands`` do to the trace, if they pass rules 1 and 2 of the reward check."""
     trace: str = record["trace"]
     if len(commands) > config.max_commands:
         raise Rejected(f"{len(commands)} commands, more than the {config.max_commands} allowed")
@@ -192,7 +192,7 @@ def check(
     tail = last_sentence(trace)
     if tail is not None and any(s < tail[1] and tail[0] < e for s, e in spans):
         raise Rejected("the last sentence is deleted")
-    return spans
+    return outcome
 
 
 def synthesize(record: dict[str, Any], teacher: Teacher, config: SynthConfig) -> dict[str, Any]:
@@ -201,10 +201,10 @@ def synthesize(record: dict[str, Any], teacher: Teacher, config: SynthConfig) ->
     reply = teacher.complete(TEACHER_INSTRUCTION, user_message(record["trace"], question))
     try:
         commands = parse_reply(reply)
-        spans = check(record, commands, config)
+        outcome = check(record, commands, config)
         answer = record.get("answer")
         if config.verify_continuation and isinstance(answer, str) and answer:
-            pruned = _remove(record["trace"], spans)
+            pruned = outcome.pruned_trace
             continuation = teacher.complete(CONTINUE_INSTRUCTION, user_message(pruned, question))
             if not _mentions(continuation, answer):
                 raise Rejected("continuing from the pruned trace does not reach the answer")
@@ -215,16 +215,8 @@ def synthesize(record: dict[str, Any], teacher: Teacher, config: SynthConfig) ->
         k: record[k] for k in ("id", "question", "answer", "trace") if k in record
     }
     kept["commands"] = [{"prefix": c.prefix, "suffix": c.suffix} for c in commands]
-    kept["redundant_spans"] = [[s, e] for s, e in spans]
+    kept["redundant_spans"] = [[d.start, d.end] for d in outcome.deletions]
     return kept
-
-
-def _remove(trace: str, spans: list[tuple[int, int]]) -> str:
-    pieces, at = [], 0
-    for start, end in spans:
-        pieces.append(trace[at:start])
-        at = end
-    return "".join(pieces) + trace[at:]
 
 
 @dataclass
@@ -245,24 +237,16 @@ class SynthSummary:
 
 def read_unlabelled(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
     """``(id, record, problem)`` for each line: a record to send, or a reason it cannot be."""
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield str(number), None, f"line {number} is not JSON: {exc.msg}"
-                continue
-            if not isinstance(item, dict):
-                yield str(number), None, f"line {number} is not a JSON object"
-                continue
-            key = str(item.get("id", number))
-            if not isinstance(item.get("trace"), str) or not item["trace"].strip():
-                yield key, None, "the record has no non-empty string field 'trace'"
-                continue
-            item["id"] = key
-            yield key, item, ""
+    for number, item, problem in json_objects(path):
+        if item is None:
+            yield str(number), None, problem
+            continue
+        key = str(item.get("id", number))
+        if not isinstance(item.get("trace"), str) or not item["trace"].strip():
+            yield key, None, "the record has no non-empty string field 'trace'"
+            continue
+        item["id"] = key
+        yield key, item, ""
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
@@ -296,7 +280,7 @@ class SynthJob:
 
     def run(self, progress: bool = True) -> SynthSummary:
         done = finished_keys(self.output) | finished_keys(self.rejects)
-        total = sum(1 for _ in read_unlabelled(self.source))
+        total = count_lines(self.source)
         bar = tqdm(total=total, unit="trace", disable=not progress, desc="synth")
         with (
             self.output.open("a", encoding="utf-8") as out,

@@ -57,7 +57,7 @@ def test_replies_are_parsed_with_prose_or_fences_around_the_list() -> None:
 
 
 def test_the_reward_check_keeps_resolving_commands_that_spare_the_answer() -> None:
-    spans = check(RECORD, parse_reply(GOOD), SynthConfig())
+    spans = [(d.start, d.end) for d in check(RECORD, parse_reply(GOOD), SynthConfig()).deletions]
     assert [TRACE[s:e] for s, e in spans] == ["Let me double-check: 3 * 4 = 12. Yes."]
 
 

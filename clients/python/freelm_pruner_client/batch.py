@@ -85,8 +85,9 @@ def finished_keys(out_path: Path) -> set[str]:
     return keys
 
 
-def read_records(path: Path, field_name: str, question_field: str) -> Iterator[Record]:
-    """The input's records, one at a time."""
+def json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """``(line number, object, problem)`` for each non-blank line of a JSONL file, one at a time:
+    the parsed object, or None and why the line is not one."""
     with path.open(encoding="utf-8") as handle:
         for number, raw in enumerate(handle, 1):
             if not raw.strip():
@@ -94,18 +95,27 @@ def read_records(path: Path, field_name: str, question_field: str) -> Iterator[R
             try:
                 item = json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield Record(str(number), number, problem=f"line {number} is not JSON: {exc}")
+                yield number, None, f"line {number} is not JSON: {exc}"
                 continue
             if not isinstance(item, dict):
-                yield Record(str(number), number, problem=f"line {number} is not a JSON object")
+                yield number, None, f"line {number} is not a JSON object"
                 continue
-            key = str(item.get("id", number))
-            trace = item.get(field_name)
-            if not isinstance(trace, str):
-                yield Record(key, number, problem=f"record has no string field {field_name!r}")
-                continue
-            question = item.get(question_field, "")
-            yield Record(key, number, trace, question if isinstance(question, str) else "")
+            yield number, item, ""
+
+
+def read_records(path: Path, field_name: str, question_field: str) -> Iterator[Record]:
+    """The input's records, one at a time."""
+    for number, item, problem in json_objects(path):
+        if item is None:
+            yield Record(str(number), number, problem=problem)
+            continue
+        key = str(item.get("id", number))
+        trace = item.get(field_name)
+        if not isinstance(trace, str):
+            yield Record(key, number, problem=f"record has no string field {field_name!r}")
+            continue
+        question = item.get(question_field, "")
+        yield Record(key, number, trace, question if isinstance(question, str) else "")
 
 
 def count_lines(path: Path) -> int:
