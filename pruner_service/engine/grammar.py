@@ -46,6 +46,7 @@ def command_grammar(trace: str, max_commands: int, max_anchor_chars: int) -> str
 
 
 _CMD = r'cmd: "{\"prefix\": \"" ANCHOR "\", \"suffix\": \"" ANCHOR "\"}"'
+_PREFIX_OPENS = '"prefix": "'
 _SUFFIX_OPENS = '", "suffix": "'
 
 
@@ -54,7 +55,7 @@ def suffix_grammar(trace: str, head: str, commands_left: int, max_anchor_chars: 
     command's prefix (``..."prefix": "P", "suffix": "``): the suffix is taken from the trace
     from P's first occurrence on (so it resolves after P), then at most ``commands_left`` more
     commands follow as in :func:`command_grammar`."""
-    prefix = head[head.rindex('"prefix": "') + 11 : -len(_SUFFIX_OPENS)]
+    prefix = head[head.rindex(_PREFIX_OPENS) + len(_PREFIX_OPENS) : -len(_SUFFIX_OPENS)]
     after = trace[max(trace.find(prefix), 0) :]
     literal = json.dumps(head, ensure_ascii=False)
     return "\n".join(

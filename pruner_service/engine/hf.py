@@ -2,8 +2,8 @@
 
 Requests of one batch are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
-is a valid command list whose anchors are substrings of that row's trace, and each suffix is taken
-from the trace after its command's prefix.
+is a valid command list whose anchors are substrings of that row's trace (with the profile's
+``constrain_suffix``, each suffix from the trace after its command's prefix).
 """
 
 from __future__ import annotations

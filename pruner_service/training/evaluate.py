@@ -21,6 +21,8 @@ from typing import Any
 from freelm_pruner_client.anchors import Protection, prune
 from freelm_pruner_client.loops import loop_spans
 
+from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION
+
 Spans = Sequence[tuple[int, int]]
 _SENTENCE = re.compile(r"\S[^\n]*?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.MULTILINE)
 
@@ -126,7 +128,8 @@ def no_deletions(record: Mapping[str, Any]) -> list[tuple[int, int]]:
 def loop_collapser(record: Mapping[str, Any]) -> list[tuple[int, int]]:
     """The service's loop collapser alone, under the default safety limit."""
     trace = record["trace"]
-    out = prune(trace, [], loop_spans=loop_spans(trace), protection=Protection(0, 0, 0.6))
+    safety = Protection(max_delete_fraction=DEFAULT_MAX_DELETE_FRACTION)
+    out = prune(trace, [], loop_spans=loop_spans(trace), protection=safety)
     return [(d.start, d.end) for d in out.deletions]
 
 
