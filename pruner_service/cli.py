@@ -167,6 +167,13 @@ def _add_training_commands(commands: Any) -> None:
     evaluate.add_argument("--server", help="HOST:PORT of a running service (default: local)")
     evaluate.add_argument("--predictions", type=Path, help="score this file instead of running")
     evaluate.add_argument("--limit", type=int, default=0, help="first N records only")
+    evaluate.add_argument(
+        "--save-predictions",
+        type=Path,
+        metavar="FILE",
+        help="also write the service's answer per record (deletions, commands and their "
+        "statuses) as JSONL; --predictions FILE scores it again",
+    )
     evaluate.add_argument("--json", action="store_true")
     _add_settings_flags(evaluate)
 
@@ -374,12 +381,12 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.server:
         from pruner_service.training.runners import remote_runner
 
-        result = report.build_report(records, remote_runner(args.server))
+        result = report.build_report(records, remote_runner(args.server), args.save_predictions)
     else:
         from pruner_service.training.runners import local_runner
 
         with local_runner(settings) as run:
-            result = report.build_report(records, run)
+            result = report.build_report(records, run, args.save_predictions)
     print(json.dumps(result, indent=2) if args.json else report.format_table(result))
     return 0
 

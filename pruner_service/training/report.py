@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Pruned:
     parsed: bool  # the raw output is valid JSON
     trace_tokens: int
     kept_tokens: int
+    commands: list[tuple[str, str]] = field(default_factory=list)  # (prefix, suffix)
 
 
 PruneMany = Callable[[Sequence[dict[str, Any]], bool], dict[str, Pruned]]
@@ -68,9 +69,27 @@ def read_predictions(path: Path) -> dict[str, list[tuple[int, int]]]:
     return predictions
 
 
-def build_report(records: Sequence[dict[str, Any]], prune_many: PruneMany) -> dict[str, Any]:
-    """Scores the service, the model alone and the baselines on ``records``."""
+def write_predictions(path: Path, results: dict[str, Pruned]) -> None:
+    """What the service answered, one ``{id, deletions, commands}`` per line: a predictions file
+    ``eval --predictions`` scores again, with each command's anchors and status for inspection."""
+    with path.open("w", encoding="utf-8") as out:
+        for key, item in results.items():
+            commands = [
+                {"prefix": prefix, "suffix": suffix, "status": status}
+                for (prefix, suffix), status in zip(item.commands, item.statuses, strict=False)
+            ]
+            line = {"id": key, "deletions": item.deletions, "commands": commands}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def build_report(
+    records: Sequence[dict[str, Any]], prune_many: PruneMany, save: Path | None = None
+) -> dict[str, Any]:
+    """Scores the service, the model alone and the baselines on ``records``; with ``save``, the
+    service's answers are also written there (see :func:`write_predictions`)."""
     service = prune_many(records, True)
+    if save is not None:
+        write_predictions(save, service)
     model_only = prune_many(records, False)
     latencies = [item.seconds for item in service.values()]
     rows = {

@@ -44,6 +44,7 @@ def local_runner(settings: Settings) -> Iterator[PruneMany]:
                 parses(item.raw_output),
                 item.usage.trace_tokens,
                 item.usage.kept_tokens,
+                [(c.prefix, c.suffix) for c in item.outcome.commands],
             )
         return results
 
@@ -77,6 +78,7 @@ def remote_runner(address: str) -> PruneMany:
                     parses(response.raw_output),
                     response.usage.trace_tokens,
                     response.usage.kept_tokens,
+                    [(c.prefix, c.suffix) for c in response.commands],
                 )
         return results
 

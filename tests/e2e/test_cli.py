@@ -167,7 +167,9 @@ def test_eval_through_a_running_server_reports_every_row(
     data = tmp_path / "records.jsonl"
     assert run_cli("data", "-o", str(data), "--count", "4", "--seed", "9",
                    cache_dir=cache_dir).returncode == 0  # fmt: skip
-    out = run_cli("eval", str(data), "--server", server[0], "--json", cache_dir=cache_dir)
+    saved = tmp_path / "predictions.jsonl"
+    out = run_cli("eval", str(data), "--server", server[0], "--json",
+                  "--save-predictions", str(saved), cache_dir=cache_dir)  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["records"] == 4 and report["latency_p50_s"] > 0
@@ -182,5 +184,15 @@ def test_eval_through_a_running_server_reports_every_row(
     assert {"no deletions", "loop collapser alone", "duplicate-sentence remover"} <= set(
         report["rows"]
     )
+    answers = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert sorted(a["id"] for a in answers) == sorted(json.loads(r)["id"] for r in
+                                                       data.read_text().splitlines())  # fmt: skip
+    statuses = [c["status"] for a in answers for c in a["commands"]]
+    assert len(statuses) == service["commands"] and all(
+        c["prefix"] and c["suffix"] for a in answers for c in a["commands"]
+    )
+    rescored = run_cli("eval", str(data), "--predictions", str(saved), cache_dir=cache_dir)
+    assert rescored.returncode == 0, rescored.stderr
+    assert json.loads(rescored.stdout)["f1"] == pytest.approx(service["f1"])
     table = run_cli("eval", str(data), "--server", server[0], cache_dir=cache_dir)
     assert "| service (model + loop collapser) |" in table.stdout and "resolved" in table.stdout
