@@ -47,6 +47,11 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-delete-fraction", type=float, default=None)
     group.add_argument("--max-commands", type=int, default=None)
     group.add_argument("--no-loops", action="store_true", help="turn off the loop collapser")
+    group.add_argument(
+        "--deletable-last-sentence",
+        action="store_true",
+        help="let deletions reach the trace's last sentence (protected by default)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +242,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["max_commands"] = args.max_commands
     if args.no_loops:
         options["collapse_loops"] = False
+    if args.deletable_last_sentence:
+        options["protect_last_sentence"] = False
     return options
 
 

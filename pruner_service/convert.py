@@ -45,6 +45,11 @@ def options_from_proto(message: pb.PruneOptions, limits: Limits) -> PruneOptions
             else defaults.return_pruned_trace
         ),
         collapse_loops=message.collapse_loops if has("collapse_loops") else defaults.collapse_loops,
+        protect_last_sentence=(
+            message.protect_last_sentence
+            if has("protect_last_sentence")
+            else defaults.protect_last_sentence
+        ),
     )
 
 
@@ -158,6 +163,7 @@ def request_to_proto(request: PruneRequest) -> pb.PruneRequest:
             max_commands=o.max_commands,
             return_pruned_trace=o.return_pruned_trace,
             collapse_loops=o.collapse_loops,
+            protect_last_sentence=o.protect_last_sentence,
         ),
     )
 

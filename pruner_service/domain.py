@@ -37,11 +37,15 @@ class PruneOptions:
     max_commands: int = 8
     return_pruned_trace: bool = True
     collapse_loops: bool = True
+    protect_last_sentence: bool = True
 
     def protection(self) -> Protection:
         """The resolver's view of these options."""
         return Protection(
-            self.frozen_prefix_chars, self.protect_tail_chars, self.max_delete_fraction
+            self.frozen_prefix_chars,
+            self.protect_tail_chars,
+            self.max_delete_fraction,
+            self.protect_last_sentence,
         )
 
 

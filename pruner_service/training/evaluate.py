@@ -13,26 +13,17 @@ redundancy and on traces with none, and recall per redundancy kind.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from freelm_pruner_client.anchors import Protection, prune
+from freelm_pruner_client.anchors import prune
 from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.sentences import sentences
 
-from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION
+from pruner_service.domain import PruneOptions
 
 Spans = Sequence[tuple[int, int]]
-_SENTENCE = re.compile(r"\S[^\n]*?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.MULTILINE)
-
-
-def last_sentence(trace: str) -> tuple[int, int] | None:
-    """The ``[start, end)`` of the trace's last sentence (None for a blank trace)."""
-    last = None
-    for last in _SENTENCE.finditer(trace):  # noqa: B007
-        pass
-    return (last.start(), last.end()) if last else None
 
 
 def _mask(n: int, spans: Iterable[Sequence[int]]) -> list[bool]:
@@ -126,10 +117,9 @@ def no_deletions(record: Mapping[str, Any]) -> list[tuple[int, int]]:
 
 
 def loop_collapser(record: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """The service's loop collapser alone, under the default safety limit."""
+    """The service's loop collapser alone, under the service's default protection and limit."""
     trace = record["trace"]
-    safety = Protection(max_delete_fraction=DEFAULT_MAX_DELETE_FRACTION)
-    out = prune(trace, [], loop_spans=loop_spans(trace), protection=safety)
+    out = prune(trace, [], loop_spans=loop_spans(trace), protection=PruneOptions().protection())
     return [(d.start, d.end) for d in out.deletions]
 
 
@@ -137,10 +127,11 @@ def duplicate_sentences(record: Mapping[str, Any]) -> list[tuple[int, int]]:
     """Deletes every sentence that already appeared verbatim earlier in the trace."""
     seen: set[str] = set()
     spans = []
-    for match in _SENTENCE.finditer(record["trace"]):
-        text = " ".join(match.group().split())
+    trace = record["trace"]
+    for start, end in sentences(trace):
+        text = " ".join(trace[start:end].split())
         if text in seen:
-            spans.append((match.start(), match.end()))
+            spans.append((start, end))
         seen.add(text)
     return spans
 

@@ -32,10 +32,10 @@ from typing import Any, Protocol
 import openai
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Status, prune
 from freelm_pruner_client.batch import TRANSIENT, count_lines, finished_keys, json_objects
+from freelm_pruner_client.sentences import last_sentence
 from tqdm import tqdm
 
 from pruner_service.engine.grammar import anchor_fits
-from pruner_service.training.evaluate import last_sentence
 
 TEACHER_INSTRUCTION = (
     "You clean reasoning traces. You read a question and the reasoning written so far, and list "

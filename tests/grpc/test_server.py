@@ -74,7 +74,7 @@ def test_prune_end_to_end_agrees_with_the_resolver(channel) -> None:
         REALISTIC_TRACE,
         [AnchorCommand(c.prefix, c.suffix) for c in reply.commands],
         loop_spans=loop_spans(REALISTIC_TRACE),
-        protection=Protection(20, 30, 0.6),
+        protection=Protection(20, 30, 0.6, protect_last_sentence=True),  # the server default
     )
     assert [pb.CommandStatus.Name(c.status) for c in reply.commands] == [
         c.status.value for c in expected.commands
@@ -92,6 +92,24 @@ def test_prune_end_to_end_agrees_with_the_resolver(channel) -> None:
     assert 0 < reply.usage.kept_tokens < reply.usage.trace_tokens
     assert reply.timing.batch_size >= 1 and reply.timing.compute_ms > 0
     assert reply.model_id
+
+
+def test_the_last_sentence_is_protected_unless_the_request_says_otherwise(channel) -> None:
+    trace = "So x = 7. Hmm, wait. Hmm, wait. Hmm, wait."
+    collapser_only = {"max_commands": 0}
+    replies = [
+        stub(channel).Prune(pb.PruneRequest(trace=trace, options=options), timeout=60)
+        for options in (
+            pb.PruneOptions(**collapser_only),
+            pb.PruneOptions(**collapser_only, protect_last_sentence=True),
+            pb.PruneOptions(**collapser_only, protect_last_sentence=False),
+        )
+    ]
+    assert [r.pruned_trace for r in replies] == [
+        "So x = 7. Hmm, wait. Hmm, wait.",  # the copy that ends the trace stays
+        "So x = 7. Hmm, wait. Hmm, wait.",
+        "So x = 7. Hmm, wait.",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -16,6 +17,7 @@ from freelm_pruner_client.anchors import (
     prune,
     resolve_anchor,
 )
+from freelm_pruner_client.sentences import last_sentence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +138,21 @@ def test_protected_ranges_are_never_touched(case: tuple, prot: Protection) -> No
         assert d.start >= prot.frozen_prefix_chars
         assert prot.protect_tail_chars == 0 or d.end <= n - prot.protect_tail_chars
     assert out.removed_chars <= prot.max_delete_fraction * n
+
+
+@given(trace_and_commands(), protections)
+def test_the_last_sentence_is_protected_as_a_tail_of_its_length(
+    case: tuple, prot: Protection
+) -> None:
+    trace, commands = case
+    guarded = dataclasses.replace(prot, protect_last_sentence=True)
+    out = prune(trace, commands, protection=guarded)
+    last = last_sentence(trace)
+    tail = len(trace) - last[0] if last else 0
+    for d in out.deletions:
+        assert last is None or d.end <= last[0]
+    as_tail = dataclasses.replace(prot, protect_tail_chars=max(prot.protect_tail_chars, tail))
+    assert out == prune(trace, commands, protection=as_tail)
 
 
 @given(trace_and_commands(), protections)

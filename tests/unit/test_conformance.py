@@ -51,6 +51,7 @@ def test_the_server_path_agrees_with_every_vector(case: dict) -> None:
             protect_tail_chars=options["protect_tail_chars"],
             max_delete_fraction=options["max_delete_fraction"],
             collapse_loops=options["collapse_loops"],
+            protect_last_sentence=options["protect_last_sentence"],
         ),
     )
     commands = tuple(AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"])

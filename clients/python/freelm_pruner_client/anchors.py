@@ -14,7 +14,8 @@ Every command is resolved against the original trace, independently of the other
 3. the suffix match is the first occurrence of the suffix starting at or after the prefix and ending
    at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
 4. the span runs from the prefix's start to the suffix's end;
-5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``;
+5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``; with
+   ``protect_last_sentence`` the protected tail covers at least the trace's last sentence;
 6. applicable spans are merged, independent of order;
 7. the pruned trace is the trace minus the union;
 8. if the union exceeds ``max_delete_fraction`` of the trace, nothing is applied (``OVER_LIMIT``).
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+from freelm_pruner_client.sentences import last_sentence
 
 
 class Status(enum.Enum):
@@ -105,12 +108,26 @@ class Protection:
     frozen_prefix_chars: int = 0
     protect_tail_chars: int = 0
     max_delete_fraction: float = 1.0
+    protect_last_sentence: bool = False
 
     def __post_init__(self) -> None:
         if self.frozen_prefix_chars < 0 or self.protect_tail_chars < 0:
             raise ValueError("protected ranges must be >= 0 characters")
         if not 0.0 < self.max_delete_fraction <= 1.0:
             raise ValueError("max_delete_fraction must be in (0, 1]")
+
+    def for_trace(self, trace: str) -> Protection:
+        """The same protection in characters only: with ``protect_last_sentence``, the tail
+        grows to cover the trace's last sentence (and any whitespace after it)."""
+        if not self.protect_last_sentence:
+            return self
+        last = last_sentence(trace)
+        tail = len(trace) - last[0] if last else 0
+        return replace(
+            self,
+            protect_tail_chars=max(self.protect_tail_chars, tail),
+            protect_last_sentence=False,
+        )
 
     def touches(self, span: Span, trace_len: int) -> bool:
         """Whether ``span`` intersects the frozen prefix or the protected tail."""
@@ -196,7 +213,7 @@ def prune(
     Returns every command with its status (and span when resolved), the merged deletions in code
     points and UTF-8 bytes, and the pruned trace. The result does not depend on command order.
     """
-    protection = protection or Protection()
+    protection = (protection or Protection()).for_trace(trace)
     n = len(trace)
     resolved = [_resolve_protected(trace, c, protection) for c in commands]
     candidates = [

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--max-commands", type=int, default=None, help="0: loop collapser only, no model"
     )
+    batch.add_argument(
+        "--deletable-last-sentence",
+        action="store_true",
+        help="let deletions reach each trace's last sentence (protected by default)",
+    )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     commands.add_parser("info", help="print the server's model and limits as JSON")
     return parser
@@ -72,6 +77,8 @@ def _batch(args: argparse.Namespace, client: PrunerClient) -> int:
         return 2
     names = ("frozen_prefix_chars", "protect_tail_chars", "max_delete_fraction", "max_commands")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.deletable_last_sentence:
+        options["protect_last_sentence"] = False
     job = BatchJob(
         args.input,
         args.output,

@@ -5,7 +5,8 @@ resolver by this module and checked by the server's and the client's tests, so a
 in another language proves it agrees by passing every case.
 
 Each case: ``trace``, ``commands`` (``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``,
-``protect_tail_chars``, ``max_delete_fraction``, ``collapse_loops``) and ``expect``: per-command
+``protect_tail_chars``, ``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``)
+and ``expect``: per-command
 ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when resolved), the ``deletions``
 (with ``source``) and the ``pruned_trace``.
 
@@ -42,6 +43,7 @@ def run_case(case: dict[str, Any]) -> PruneOutcome:
             options["frozen_prefix_chars"],
             options["protect_tail_chars"],
             options["max_delete_fraction"],
+            options["protect_last_sentence"],
         ),
     )
 
@@ -73,7 +75,7 @@ def expectation(outcome: PruneOutcome) -> dict[str, Any]:
 
 
 def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
-    """A case with its expectation; ``options``: frozen, tail, fraction, loops."""
+    """A case with its expectation; ``options``: frozen, tail, fraction, loops, last."""
     case: dict[str, Any] = {
         "name": name,
         "trace": trace,
@@ -83,6 +85,7 @@ def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any
             "protect_tail_chars": options.get("tail", 0),
             "max_delete_fraction": options.get("fraction", 1.0),
             "collapse_loops": options.get("loops", False),
+            "protect_last_sentence": options.get("last", False),
         },
     }
     case["expect"] = expectation(run_case(case))
@@ -132,6 +135,7 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     yield _case("crlf", "line one\r\nline two\r\nline three\r\n", [("two", "\r\n")])
     yield _case("byte_offsets_after_multibyte", "ééé abc ééé xyz", [("abc", "xyz")])
     yield _case("no_commands", "nothing to delete here", [])
+    yield from _last_sentence_cases()
     loop = "So x = 3. Wait, no. Wait, no. Wait, no. Wait, no. Then x = 4."
     yield _case("sentence_loop", loop, [], loops=True)
     yield _case("sentence_loop_off", loop, [], loops=False)
@@ -166,6 +170,15 @@ def _handwritten() -> Iterator[dict[str, Any]]:
 
 
 _ALPHABETS = ["ab .", "ab .\né中😀\u0301\r", "xyz ,.!?\n", "中文。，😀🎉 a"]
+
+
+def _last_sentence_cases() -> Iterator[dict[str, Any]]:
+    t = "Let me see. Wait, no. So 7. Answer: 7.\n"
+    yield _case("last_sentence_protected", t, [("Wait", "no."), ("So 7", "7.\n")], last=True)
+    yield _case("last_sentence_off", t, [("So 7", "7.\n")], last=False)
+    yield _case("last_sentence_and_tail", t, [("Let", "see.")], tail=30, last=True)
+    yield _case("last_sentence_unterminated", "First. Then so", [("First", "Then")], last=True)
+    yield _case("last_sentence_loop", "Ok. Hmm. Hmm. Hmm.", [], loops=True, last=True)
 
 
 def _random_cases(count: int) -> Iterator[dict[str, Any]]:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 
 from freelm_pruner_client.anchors import Span
+from freelm_pruner_client.sentences import SENTENCE
 
 MIN_REPEATS = 3
 """A run needs this many consecutive identical units to count as a loop."""
@@ -25,7 +26,6 @@ _MIN_WORD_CHARS = 3
 
 _PARAGRAPH = re.compile(r"\S(?:.|\n(?![ \t]*\n))*", re.MULTILINE)
 _LINE = re.compile(r"[^\n]*\S[^\n]*")
-_SENTENCE = re.compile(r"\S[^\n]*?(?:[.!?]+[\"')\]]*(?=\s|$)|(?=\n)|$)", re.MULTILINE)
 _WORD = re.compile(r"\w")
 
 
@@ -55,6 +55,6 @@ def loop_spans(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
     if min_repeats < 2:
         raise ValueError("min_repeats must be at least 2")
     spans: set[Span] = set()
-    for pattern in (_PARAGRAPH, _LINE, _SENTENCE):
+    for pattern in (_PARAGRAPH, _LINE, SENTENCE):
         spans.update(_runs(list(_units(pattern, text)), min_repeats))
     return sorted(spans)

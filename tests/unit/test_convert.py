@@ -1,0 +1,34 @@
+"""Request options across the wire: unset fields take the server's defaults, set ones survive the
+queue's round trip exactly."""
+
+from __future__ import annotations
+
+from freelm.pruner.v1 import pruner_pb2 as pb
+
+from pruner_service.convert import options_from_proto, request_from_proto, request_to_proto
+from pruner_service.domain import Limits, PruneOptions, PruneRequest
+
+LIMITS = Limits(max_trace_chars=1000, max_question_chars=100, max_commands=6)
+
+
+def test_unset_options_take_the_server_defaults() -> None:
+    options = options_from_proto(pb.PruneOptions(), LIMITS)
+    assert options == PruneOptions(max_commands=6)
+    assert options.protect_last_sentence and options.collapse_loops
+
+
+def test_every_option_survives_the_queue_round_trip() -> None:
+    options = PruneOptions(
+        frozen_prefix_chars=3,
+        protect_tail_chars=4,
+        max_delete_fraction=0.25,
+        max_commands=2,
+        return_pruned_trace=False,
+        collapse_loops=False,
+        protect_last_sentence=False,
+    )
+    request = PruneRequest("r1", "Some trace. More.", "Q?", options)
+    assert request_from_proto(request_to_proto(request), LIMITS) == request
+    assert not options_from_proto(
+        pb.PruneOptions(protect_last_sentence=False), LIMITS
+    ).protect_last_sentence
