@@ -68,6 +68,15 @@ def suffix_grammar(trace: str, head: str, commands_left: int, max_anchor_chars: 
     )
 
 
+def open_prefix(text: str) -> str | None:
+    """The prefix anchor being written at the end of ``text``, if one is open."""
+    opened = text.rfind(_PREFIX_OPENS)
+    if opened < 0:
+        return None
+    prefix = text[opened + len(_PREFIX_OPENS) :]
+    return None if '"' in prefix else prefix
+
+
 def open_suffix(text: str) -> str | None:
     """``text`` up to and including the opening of its last command's suffix, if that command's
     prefix is complete and its suffix not yet closed."""

@@ -3,7 +3,8 @@
 Requests of one batch are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
 is a valid command list whose anchors are substrings of that row's trace (with the profile's
-``constrain_suffix``, each suffix from the trace after its command's prefix).
+``constrain_suffix``, each suffix from the trace after its command's prefix; with
+``unique_prefix``, each prefix extended until it occurs once).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pruner_service.engine.base import Proposal
 from pruner_service.engine.grammar import (
     canonical_json,
     command_grammar,
+    open_prefix,
     open_suffix,
     parse_commands,
     suffix_grammar,
@@ -46,11 +48,20 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-def _tokens_containing(tokenizer: Any, text: str) -> frozenset[int]:
-    """Ids of the tokens whose text contains ``text``."""
-    return frozenset(
-        i for i in range(len(tokenizer)) if text in tokenizer.decode([i], skip_special_tokens=True)
-    )
+def _tokens_containing(tokenizer: Any, text: str) -> dict[int, str]:
+    """The tokens whose text contains ``text``: id → the token's text before it."""
+    heads = {}
+    for i in range(len(tokenizer)):
+        token = tokenizer.decode([i], skip_special_tokens=True)
+        if text in token:
+            heads[i] = token[: token.index(text)]
+    return heads
+
+
+def _ambiguous(trace: str, prefix: str) -> bool:
+    """Whether ``prefix`` occurs more than once in ``trace``, overlaps counted (rule 2)."""
+    first = trace.find(prefix)
+    return first >= 0 and trace.find(prefix, first + 1) >= 0
 
 
 def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
@@ -85,6 +96,7 @@ class _Row:
     repeated: bool = False
     suffix_head: int = -1  # output length at which the open suffix was last constrained
     constrained: int = 0  # suffixes decoded under the narrowed grammar
+    held: int = 0  # steps at which an ambiguous prefix was kept from closing
 
 
 class HFEngine:
@@ -99,10 +111,12 @@ class HFEngine:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
-        self._quote_tokens = _tokens_containing(self.tokenizer, '"')
+        self._quote_heads = _tokens_containing(self.tokenizer, '"')
+        self._quote_ids = np.fromiter(self._quote_heads, dtype=np.int64)
         self.prefill_rows_separately = self.device.type == "cpu"
         self.jump_forward = profile.jump_forward
         self.constrain_suffix = profile.constrain_suffix
+        self.unique_prefix = profile.unique_prefix
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -265,6 +279,10 @@ class HFEngine:
             if not row.done:
                 fill_next_token_bitmask(row.matcher, bitmask, i)
         allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
+        prefixes = [self._open_prefix(row) for row in rows]
+        for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
+            if prefix:
+                self._hold_ambiguous_prefix(row, prefix, allowed[i])
         vocab = min(scores.shape[1], allowed.shape[1])
         scores[:, vocab:] = float("-inf")
         scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
@@ -273,6 +291,31 @@ class HFEngine:
             [self.pad_id] if row.done else self._advance(row, int(token), budget)
             for row, token in zip(rows, choice, strict=True)
         ]
+
+    def _open_prefix(self, row: _Row) -> str | None:
+        """With ``unique_prefix``, the prefix anchor the row is writing, if any."""
+        if not self.unique_prefix or row.done:
+            return None
+        return open_prefix(self.tokenizer.decode(row.generated, skip_special_tokens=True))
+
+    def _hold_ambiguous_prefix(self, row: _Row, prefix: str, allowed: np.ndarray) -> None:
+        """Keeps an open prefix from closing while it occurs more than once in the trace (rule
+        2 would reject it as ambiguous): the tokens that would close it, those holding a ``"``,
+        are masked out of ``allowed`` where the prefix they complete still occurs twice or more,
+        so the model extends its anchor until it is unique. Where that masks every token (the
+        prefix is at the anchor limit or the trace's end) the row's mask stays as it was."""
+        if not _ambiguous(row.trace, prefix):
+            return
+        ids = self._quote_ids[self._quote_ids < allowed.shape[0]]
+        closing = ids[allowed[ids] == 1]
+        held = [t for t in closing if _ambiguous(row.trace, prefix + self._quote_heads[t])]
+        if not held:
+            return
+        allowed[held] = 0
+        if not allowed.any():
+            allowed[held] = 1
+        else:
+            row.held += 1
 
     def _advance(self, row: _Row, token: int, budget: int) -> list[int]:
         """Consumes ``token`` (and any forced tokens) into ``row``; returns the tokens to feed."""
@@ -285,7 +328,7 @@ class HFEngine:
             if forced and row.matcher.consume_tokens(forced):
                 fed += forced
         row.generated += fed
-        quoted = any(t in self._quote_tokens for t in fed)
+        quoted = any(t in self._quote_heads for t in fed)
         if self.constrain_suffix and quoted and not row.matcher.is_stopped():
             self._constrain_suffix(row)
         closing = any(t in self._closing_tokens for t in fed)

@@ -92,6 +92,7 @@ class Profile:
     note: str
     jump_forward: bool = True
     constrain_suffix: bool = False
+    unique_prefix: bool = False
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -148,6 +149,7 @@ class Profile:
             note=str(raw.get("note", "")),
             jump_forward=bool(raw.get("jump_forward", True)),
             constrain_suffix=bool(raw.get("constrain_suffix", False)),
+            unique_prefix=bool(raw.get("unique_prefix", False)),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,17 @@ import torch
 from freelm_pruner_client.anchors import AnchorCommand
 
 from pruner_service.domain import PruneOptions, PruneRequest
-from pruner_service.engine.grammar import open_suffix, parse_commands, suffix_grammar
+from pruner_service.engine.grammar import (
+    anchor_fits,
+    open_suffix,
+    parse_commands,
+    suffix_grammar,
+)
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
 from pruner_service.errors import InvalidArgument
+from pruner_service.training.data import generate
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE
 
 TRACES = [
@@ -223,3 +230,89 @@ def test_the_suffix_grammar_only_admits_text_after_the_prefix(engine: HFEngine) 
     assert accepts('three."}]') and accepts('again."}]')
     assert not accepts('two."}]') and not accepts('one."}]')
     assert open_suffix(head) == head and open_suffix(head + 'x"}]') is None
+
+
+def _closing_mask(
+    engine: HFEngine, trace: str, output: str, only: list[int] | None = None
+) -> tuple[Any, Any]:
+    """The row's allowed tokens (all, or ``only`` these) before and after the ambiguous-prefix
+    rule, at ``output``, as ``_choose`` applies it with ``unique_prefix`` on."""
+    row = engine._row(PruneRequest("r", trace, "", PruneOptions()))
+    row.generated = engine.tokenizer(output, add_special_tokens=False)["input_ids"]
+    before = torch.ones(len(engine.tokenizer), dtype=torch.uint8).numpy()
+    if only is not None:
+        before[:] = 0
+        before[only] = 1
+    after = before.copy()
+    default, engine.unique_prefix = engine.unique_prefix, True
+    try:
+        prefix = engine._open_prefix(row)
+    finally:
+        engine.unique_prefix = default
+    if prefix:
+        engine._hold_ambiguous_prefix(row, prefix, after)
+    return before, after
+
+
+def test_an_ambiguous_prefix_cannot_close_until_it_is_unique(engine: HFEngine) -> None:
+    quote = engine.tokenizer.convert_tokens_to_ids('"')
+    twice = "Wait, 3 + 4 = 7. Then 7 * 2 = 14. Wait, 14 is right. So 14."
+    before, after = _closing_mask(engine, twice, '[{"prefix": "Wait')
+    assert after[quote] == 0  # "Wait" occurs twice: closing it here is held
+    others = [t for t in range(len(before)) if t not in engine._quote_heads]
+    assert (after[others] == before[others]).all()  # only closing tokens are held
+    unique_close = [t for t, head in engine._quote_heads.items() if head == ", 3"]
+    assert all(after[t] for t in unique_close)  # "Wait, 3" occurs once: it may close
+    _, unique = _closing_mask(engine, twice, '[{"prefix": "Wait, 14')
+    assert unique[quote] == 1
+    _, elsewhere = _closing_mask(engine, twice, '[{"prefix": "Then", "suffix": "Wait')
+    assert elsewhere[quote] == 1  # the rule applies to prefixes only
+    _, cornered = _closing_mask(engine, twice, '[{"prefix": "Wait', only=[quote])
+    assert cornered[quote] == 1  # when only closing is allowed (the anchor limit), it may close
+
+
+@pytest.fixture(scope="module")
+def shipped(cache_dir: Path) -> HFEngine:
+    """The default profile's engine, with its Free-Module merged."""
+    profile = Profile.load("smollm2-135m")
+    return HFEngine(load_model(profile, cache_dir, "cpu"), profile)
+
+
+def test_unique_prefix_decoding_writes_prefixes_that_resolve(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = list(generate(119, seed=2, family="eval"))
+    batch = [
+        PruneRequest(r["id"], r["trace"], r["question"], PruneOptions())
+        for r in (records[70], records[74], records[118])
+    ]
+    plain = shipped.propose(batch)
+    rows: list[Any] = []
+    original = shipped._row
+    monkeypatch.setattr(shipped, "_row", lambda request: rows.append(original(request)) or rows[-1])
+    monkeypatch.setattr(shipped, "unique_prefix", True)
+    held = shipped.propose(batch)
+    before = after = 0
+    for request, first, second in zip(batch, plain, held, strict=True):
+        assert not isinstance(first, Exception) and not isinstance(second, Exception)
+        json.loads(second.raw_output)
+        before += sum(_ambiguous(request.trace, c.prefix) for c in first.commands)
+        limit = shipped.profile.max_anchor_chars
+        after += sum(_extendable(request.trace, c.prefix, limit) for c in second.commands)
+    assert before > 0  # without the rule these traces get ambiguous prefixes
+    assert after == 0  # and with it, only those the grammar could not extend any further
+    assert sum(row.held for row in rows) > 0
+
+
+def _ambiguous(trace: str, prefix: str) -> bool:
+    first = trace.find(prefix)
+    return trace.find(prefix, first + 1) >= 0
+
+
+def _extendable(trace: str, prefix: str, limit: int = 48) -> bool:
+    """Whether ``prefix`` is ambiguous yet the grammar had room to make it longer."""
+    if not _ambiguous(trace, prefix) or len(prefix) >= limit:
+        return False
+    starts = [m.start() for m in re.finditer(f"(?={re.escape(prefix)})", trace)]
+    following = [trace[i + len(prefix)] for i in starts if i + len(prefix) < len(trace)]
+    return any(anchor_fits(ch, 1) for ch in following)
