@@ -258,7 +258,7 @@ def make_record(
     for step in problem.steps:
         template = rng.choice(style.step)
         text = template.format(s=step[0], S=_capital(step[0]))
-        if style.hedge and rng.random() < 0.3:
+        if style.hedge and rng.random() < 0.45:
             text = f"{rng.choice(style.hedge)} {step[0]}"
         b.add(text, "essential", _sep(rng))
         extra = 0 if clean else rng.choice([1, 2, 3] if heavy else [0, 0, 1, 1, 2])

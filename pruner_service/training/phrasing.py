@@ -118,6 +118,8 @@ _TRAIN_ONLY: dict[str, tuple[str, ...]] = {
         "Hmm, okay, so", "Wait,", "Let me see,", "Alright, so", "Let me check:",
         "Let me verify:", "Let me think,", "Hmm,", "Let me compute:", "To be careful,",
         "Carefully now,", "Let me recompute this part:", "Hmm, let me see,", "Wait, so",
+        "Um,", "Fine,", "So then,", "Alright,", "Let me do this:", "Well,", "Good,", "Next up,",
+        "Let me work it:", "Let me go on:", "Hmm, right,", "Sure,", "Uh,", "Let me see now,",
     ),
 }  # fmt: skip
 
