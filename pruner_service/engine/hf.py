@@ -20,7 +20,7 @@ import llguidance.hf
 import numpy as np
 import structlog
 import torch
-from freelm_pruner_client.anchors import AnchorCommand
+from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once
 from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
 from transformers import DynamicCache
 
@@ -56,12 +56,6 @@ def _tokens_containing(tokenizer: Any, text: str) -> dict[int, str]:
         if text in token:
             heads[i] = token[: token.index(text)]
     return heads
-
-
-def _ambiguous(trace: str, prefix: str) -> bool:
-    """Whether ``prefix`` occurs more than once in ``trace``, overlaps counted (rule 2)."""
-    first = trace.find(prefix)
-    return first >= 0 and trace.find(prefix, first + 1) >= 0
 
 
 def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
@@ -304,11 +298,13 @@ class HFEngine:
         are masked out of ``allowed`` where the prefix they complete still occurs twice or more,
         so the model extends its anchor until it is unique. Where that masks every token (the
         prefix is at the anchor limit or the trace's end) the row's mask stays as it was."""
-        if not _ambiguous(row.trace, prefix):
+        if not occurs_more_than_once(row.trace, prefix):
             return
         ids = self._quote_ids[self._quote_ids < allowed.shape[0]]
         closing = ids[allowed[ids] == 1]
-        held = [t for t in closing if _ambiguous(row.trace, prefix + self._quote_heads[t])]
+        held = [
+            t for t in closing if occurs_more_than_once(row.trace, prefix + self._quote_heads[t])
+        ]
         if not held:
             return
         allowed[held] = 0

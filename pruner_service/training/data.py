@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from freelm_pruner_client.anchors import AnchorCommand, resolve_anchor
+from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
 
 from pruner_service.engine.grammar import anchor_fits
 from pruner_service.training.phrasing import FAMILIES, Phrasing
@@ -315,9 +315,8 @@ def gold_command(
         prefix = span[:k]
         if not anchor_fits(prefix, max_chars):
             return None  # every longer prefix is unwritable too
-        first = trace.find(prefix)
-        if trace.find(prefix, first + 1) >= 0:
-            continue  # not unique (rule 2 counts overlapping occurrences)
+        if occurs_more_than_once(trace, prefix):
+            continue  # rule 2 would reject it as ambiguous
         for m in suffixes:
             suffix = span[m:]
             if not anchor_fits(suffix, max_chars):

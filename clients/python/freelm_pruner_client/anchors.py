@@ -146,6 +146,13 @@ class PruneOutcome:
     removed_chars: int
 
 
+def occurs_more_than_once(trace: str, text: str) -> bool:
+    """Whether ``text`` occurs in ``trace`` twice or more, overlapping occurrences counted: the
+    ambiguity of rule 2."""
+    first = trace.find(text)
+    return first >= 0 and trace.find(text, first + 1) >= 0
+
+
 def resolve_anchor(trace: str, prefix: str, suffix: str) -> tuple[Status, Span | None]:
     """Resolves one command against ``trace`` (rules 1-4), ignoring protection and limits."""
     if not prefix or not suffix:
@@ -153,7 +160,7 @@ def resolve_anchor(trace: str, prefix: str, suffix: str) -> tuple[Status, Span |
     p = trace.find(prefix)
     if p < 0:
         return Status.PREFIX_NOT_FOUND, None
-    if trace.find(prefix, p + 1) >= 0:
+    if occurs_more_than_once(trace, prefix):
         return Status.PREFIX_AMBIGUOUS, None
     s = trace.find(suffix, max(p, p + len(prefix) - len(suffix)))
     if s < 0:

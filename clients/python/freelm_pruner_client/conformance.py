@@ -6,9 +6,8 @@ in another language proves it agrees by passing every case.
 
 Each case: ``trace``, ``commands`` (``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``,
 ``protect_tail_chars``, ``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``)
-and ``expect``: per-command
-``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when resolved), the ``deletions``
-(with ``source``) and the ``pruned_trace``.
+and ``expect``: per-command ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when
+resolved), the ``deletions`` (with ``source``) and the ``pruned_trace``.
 
     python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v1.json
     python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v1.json
