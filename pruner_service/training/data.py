@@ -222,16 +222,8 @@ def _redundancy(
     if kind == "restate":
         return rng.choice(style.restate).format(q=problem.question), kind
     if kind == "loop":
-        return _loop_unit(rng, style), kind
+        return rng.choice(style.loop), kind
     return rng.choice(style.filler), kind
-
-
-def _loop_unit(rng: random.Random, style: Phrasing) -> str:
-    """What a loop repeats: a loop sentence or, in training, half the time another short sentence
-    of the family."""
-    if style.loop_extra and rng.random() < 0.5:
-        return rng.choice(style.loop_extra)
-    return rng.choice(style.loop)
 
 
 def _add_redundancy(b: _Builder, text: str, kind: str, rng: random.Random, sep: str) -> None:

@@ -5,19 +5,13 @@ openers and rejections, restatements, filler, loop sentences, answers) has one p
 family takes every fourth entry of each pool and ``train`` the rest, so a held-out set built from
 ``eval`` shares no phrasing with the training data by construction. Traces are composed from
 several slots each (an opener, a body that recomputes a step, a closer), so the training family
-yields many thousands of distinct sentences rather than a handful of visible templates.
-
-Two things are training-only. The ``hedge`` pool opens essential steps with words that usually
-open redundancy. And training loops also repeat single filler, re-verification and rejection
-sentences of the family (``loop_extra``), not only the loop pool: a loop is whatever gets repeated,
-and the model learns to leave any loop to the collapser rather than to know a few loop sentences.
+yields many thousands of distinct sentences rather than a handful of visible templates. One pool,
+``hedge``, is training-only: it opens essential steps with words that usually open redundancy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-
-from freelm_pruner_client.sentences import sentences
 
 FAMILY_NAMES = ("train", "eval")
 
@@ -146,7 +140,6 @@ class Phrasing:
     loop: tuple[str, ...]
     answer: tuple[str, ...]
     hedge: tuple[str, ...] = ()
-    loop_extra: tuple[str, ...] = ()
 
 
 def _family(name: str) -> Phrasing:
@@ -156,20 +149,7 @@ def _family(name: str) -> Phrasing:
         for f in fields(Phrasing)
         if f.name in _POOLS
     }
-    if held_out:
-        return Phrasing(**pools)
-    extra = tuple(
-        s
-        for name in ("filler", "reverify_open", "reverify_close", "abandoned_close")
-        for s in pools[name]
-        if _one_sentence(s)
-    )
-    return Phrasing(**pools, **_TRAIN_ONLY, loop_extra=extra)
-
-
-def _one_sentence(text: str) -> bool:
-    """True when ``text`` is one whole sentence to the collapser: repeated, it is a loop."""
-    return text[-1] in ".!?" and [(0, len(text))] == list(sentences(text))
+    return Phrasing(**pools, **({} if held_out else _TRAIN_ONLY))
 
 
 FAMILIES = {name: _family(name) for name in FAMILY_NAMES}
