@@ -52,6 +52,12 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let deletions reach the trace's last sentence (protected by default)",
     )
+    group.add_argument(
+        "--deletable-results",
+        action="store_true",
+        help="let deletions reach result sentences: where a number the trace uses again is first "
+        "stated (protected by default)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +179,11 @@ def _add_training_commands(commands: Any) -> None:
     evaluate.add_argument("--predictions", type=Path, help="score this file instead of running")
     evaluate.add_argument("--limit", type=int, default=0, help="first N records only")
     evaluate.add_argument(
+        "--deletable-results",
+        action="store_true",
+        help="send protect_results: false (score the commands without result protection)",
+    )
+    evaluate.add_argument(
         "--save-predictions",
         type=Path,
         metavar="FILE",
@@ -244,6 +255,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["collapse_loops"] = False
     if args.deletable_last_sentence:
         options["protect_last_sentence"] = False
+    if args.deletable_results:
+        options["protect_results"] = False
     return options
 
 
@@ -385,14 +398,16 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         result: dict[str, Any] = score(records, report.read_predictions(args.predictions))
         print(json.dumps(result, indent=2))
         return 0
+    options = {"protect_results": False} if args.deletable_results else {}
     if args.server:
         from pruner_service.training.runners import remote_runner
 
-        result = report.build_report(records, remote_runner(args.server), args.save_predictions)
+        runner = remote_runner(args.server, options)
+        result = report.build_report(records, runner, args.save_predictions)
     else:
         from pruner_service.training.runners import local_runner
 
-        with local_runner(settings) as run:
+        with local_runner(settings, options) as run:
             result = report.build_report(records, run, args.save_predictions)
     print(json.dumps(result, indent=2) if args.json else report.format_table(result))
     return 0

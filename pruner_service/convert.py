@@ -50,6 +50,9 @@ def options_from_proto(message: pb.PruneOptions, limits: Limits) -> PruneOptions
             if has("protect_last_sentence")
             else defaults.protect_last_sentence
         ),
+        protect_results=(
+            message.protect_results if has("protect_results") else defaults.protect_results
+        ),
     )
 
 
@@ -164,6 +167,7 @@ def request_to_proto(request: PruneRequest) -> pb.PruneRequest:
             return_pruned_trace=o.return_pruned_trace,
             collapse_loops=o.collapse_loops,
             protect_last_sentence=o.protect_last_sentence,
+            protect_results=o.protect_results,
         ),
     )
 

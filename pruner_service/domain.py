@@ -38,6 +38,7 @@ class PruneOptions:
     return_pruned_trace: bool = True
     collapse_loops: bool = True
     protect_last_sentence: bool = True
+    protect_results: bool = True
 
     def protection(self) -> Protection:
         """The resolver's view of these options."""
@@ -46,6 +47,7 @@ class PruneOptions:
             self.protect_tail_chars,
             self.max_delete_fraction,
             self.protect_last_sentence,
+            self.protect_results,
         )
 
 

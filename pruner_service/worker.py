@@ -112,6 +112,7 @@ def resolve(request: PruneRequest, proposal: Proposal) -> PruneOutcome:
         proposal.commands,
         loop_spans=loops,
         protection=request.options.protection(),
+        question=request.question,
     )
 
 

@@ -118,8 +118,9 @@ def no_deletions(record: Mapping[str, Any]) -> list[tuple[int, int]]:
 
 def loop_collapser(record: Mapping[str, Any]) -> list[tuple[int, int]]:
     """The service's loop collapser alone, under the service's default protection and limit."""
-    trace = record["trace"]
-    out = prune(trace, [], loop_spans=loop_spans(trace), protection=PruneOptions().protection())
+    trace, question = record["trace"], str(record.get("question") or "")
+    protection = PruneOptions().protection()
+    out = prune(trace, [], loop_spans=loop_spans(trace), protection=protection, question=question)
     return [(d.start, d.end) for d in out.deletions]
 
 

@@ -14,6 +14,7 @@ import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from freelm_pruner_client.client import PrunerClient, build_request
+from freelm_pruner_client.sentences import result_sentences
 
 from pruner_service.config import Settings
 from pruner_service.engine.profile import Profile
@@ -73,3 +74,29 @@ def test_the_shipped_adapter_beats_the_loop_collapser_on_unseen_phrasings(
     collapser = score(records, {r["id"]: loop_collapser(r) for r in records})
     assert served["f1"] > collapser["f1"] + 0.1
     assert served["answer_preservation"] == 1.0
+
+
+def _touches(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(start < b and a < end for a, b in ranges)
+
+
+def test_result_sentences_are_kept_unless_the_request_lets_them_go(default_server: str) -> None:
+    records = list(generate(12, seed=99, family="eval"))
+    replies = {}
+    with PrunerClient(default_server, timeout=600) as client:
+        for flag in (True, False):
+            requests = [
+                build_request(r["trace"], r["question"], r["id"], protect_results=flag)
+                for r in records
+            ]
+            replies[flag] = [reply.response for reply in client.prune_stream(requests)]
+    guarded = opened = 0
+    for record, kept, free in zip(records, replies[True], replies[False], strict=True):
+        results = result_sentences(record["trace"], record["question"])
+        assert not any(_touches(d.start, d.end, results) for d in kept.deletions)
+        for command in kept.commands:
+            if command.HasField("start") and _touches(command.start, command.end, results):
+                assert command.status == pb.PROTECTED
+                guarded += 1
+        opened += any(_touches(d.start, d.end, results) for d in free.deletions)
+    assert guarded and opened, "the adapter proposes deleting result sentences on these records"

@@ -74,7 +74,8 @@ def test_prune_end_to_end_agrees_with_the_resolver(channel) -> None:
         REALISTIC_TRACE,
         [AnchorCommand(c.prefix, c.suffix) for c in reply.commands],
         loop_spans=loop_spans(REALISTIC_TRACE),
-        protection=Protection(20, 30, 0.6, protect_last_sentence=True),  # the server default
+        protection=Protection(20, 30, 0.6, protect_last_sentence=True, protect_results=True),
+        question=QUESTION,  # the server's default protection: the question's numbers are given
     )
     assert [pb.CommandStatus.Name(c.status) for c in reply.commands] == [
         c.status.value for c in expected.commands

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 
@@ -17,7 +18,7 @@ from freelm_pruner_client.anchors import (
     prune,
     resolve_anchor,
 )
-from freelm_pruner_client.sentences import last_sentence
+from freelm_pruner_client.sentences import NUMBER, last_sentence, result_sentences, sentences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,6 +154,66 @@ def test_the_last_sentence_is_protected_as_a_tail_of_its_length(
         assert last is None or d.end <= last[0]
     as_tail = dataclasses.replace(prot, protect_tail_chars=max(prot.protect_tail_chars, tail))
     assert out == prune(trace, commands, protection=as_tail)
+
+
+# Digits, separators and sentence ends, so numbers recur, split and straddle sentences.
+numeric_texts = st.text(alphabet="12 .,\nx中", min_size=0, max_size=40)
+
+
+def results_oracle(trace: str, question: str) -> list[tuple[int, int]]:
+    """Result sentences sentence by sentence: one that holds a number no earlier sentence holds,
+    which the question does not give and which the trace writes at least twice."""
+    given_numbers = set(NUMBER.findall(question))
+    counts = collections.Counter(NUMBER.findall(trace))
+    seen: set[str] = set()
+    found = []
+    for start, end in sentences(trace):
+        numbers = set(NUMBER.findall(trace[start:end]))
+        if any(counts[n] >= 2 for n in numbers - seen - given_numbers):
+            found.append((start, end))
+        seen |= numbers
+    return found
+
+
+STEPS = "So 3 * 4 = 12. Check 12. Then 12 + 5 = 17. Answer: 17."
+FORMS = "Got 2.5 and 1,000. Then 2.5 twice: 1000 and 1000."
+
+
+@pytest.mark.parametrize(
+    ("trace", "question", "expected"),
+    [
+        (STEPS, "", ["So 3 * 4 = 12.", "Then 12 + 5 = 17."]),
+        (STEPS, "Is it 12?", ["Then 12 + 5 = 17."]),
+        ("Try x2 and 3rd and v1.2. Again x2, 3rd, v1.2.", "", []),
+        (FORMS, "", ["Got 2.5 and 1,000.", "Then 2.5 twice: 1000 and 1000."]),
+        ("x = -9.\nSo 3 * -9 = -27.", "", ["x = -9."]),
+        ("No numbers here. None at all.", "", []),
+        ("", "", []),
+    ],
+)
+def test_result_sentences_by_example(trace: str, question: str, expected: list[str]) -> None:
+    assert [trace[s:e] for s, e in result_sentences(trace, question)] == expected
+
+
+@given(numeric_texts, numeric_texts)
+def test_result_sentences_agree_with_a_sentence_by_sentence_reading(
+    trace: str, question: str
+) -> None:
+    assert result_sentences(trace, question) == results_oracle(trace, question)
+
+
+@given(numeric_texts, numeric_texts, st.lists(st.tuples(st.integers(0, 40), st.integers(0, 8))))
+def test_result_sentences_are_protected_ranges(
+    trace: str, question: str, cuts: list[tuple[int, int]]
+) -> None:
+    commands = [AnchorCommand(trace[i : i + 1 + n], trace[i + n : i + n + 2]) for i, n in cuts]
+    out = prune(trace, commands, protection=Protection(protect_results=True), question=question)
+    results = result_sentences(trace, question)
+    for d in out.deletions:
+        assert not any(d.start < end and start < d.end for start, end in results)
+    as_ranges = Protection(ranges=tuple(Span(*r) for r in results))
+    assert out == prune(trace, commands, protection=as_ranges)
+    assert prune(trace, commands) == prune(trace, commands, question=question)
 
 
 @given(trace_and_commands(), protections)

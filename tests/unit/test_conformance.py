@@ -45,13 +45,14 @@ def test_the_server_path_agrees_with_every_vector(case: dict) -> None:
     request = PruneRequest(
         case["name"],
         case["trace"],
-        "",
+        case["question"],
         PruneOptions(
             frozen_prefix_chars=options["frozen_prefix_chars"],
             protect_tail_chars=options["protect_tail_chars"],
             max_delete_fraction=options["max_delete_fraction"],
             collapse_loops=options["collapse_loops"],
             protect_last_sentence=options["protect_last_sentence"],
+            protect_results=options["protect_results"],
         ),
     )
     commands = tuple(AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"])

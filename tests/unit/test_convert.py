@@ -14,7 +14,7 @@ LIMITS = Limits(max_trace_chars=1000, max_question_chars=100, max_commands=6)
 def test_unset_options_take_the_server_defaults() -> None:
     options = options_from_proto(pb.PruneOptions(), LIMITS)
     assert options == PruneOptions(max_commands=6)
-    assert options.protect_last_sentence and options.collapse_loops
+    assert options.protect_last_sentence and options.protect_results and options.collapse_loops
 
 
 def test_every_option_survives_the_queue_round_trip() -> None:
@@ -26,9 +26,11 @@ def test_every_option_survives_the_queue_round_trip() -> None:
         return_pruned_trace=False,
         collapse_loops=False,
         protect_last_sentence=False,
+        protect_results=False,
     )
     request = PruneRequest("r1", "Some trace. More.", "Q?", options)
     assert request_from_proto(request_to_proto(request), LIMITS) == request
     assert not options_from_proto(
         pb.PruneOptions(protect_last_sentence=False), LIMITS
     ).protect_last_sentence
+    assert not options_from_proto(pb.PruneOptions(protect_results=False), LIMITS).protect_results

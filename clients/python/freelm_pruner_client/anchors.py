@@ -15,7 +15,8 @@ Every command is resolved against the original trace, independently of the other
    at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
 4. the span runs from the prefix's start to the suffix's end;
 5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``; with
-   ``protect_last_sentence`` the protected tail covers at least the trace's last sentence;
+   ``protect_last_sentence`` the protected tail covers at least the trace's last sentence, and with
+   ``protect_results`` every result sentence (``sentences.result_sentences``) is protected too;
 6. applicable spans are merged, independent of order;
 7. the pruned trace is the trace minus the union;
 8. if the union exceeds ``max_delete_fraction`` of the trace, nothing is applied (``OVER_LIMIT``).
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from freelm_pruner_client.sentences import last_sentence
+from freelm_pruner_client.sentences import last_sentence, result_sentences
 
 
 class Status(enum.Enum):
@@ -109,6 +110,9 @@ class Protection:
     protect_tail_chars: int = 0
     max_delete_fraction: float = 1.0
     protect_last_sentence: bool = False
+    protect_results: bool = False
+    ranges: tuple[Span, ...] = ()
+    """Protected ranges inside the trace, in characters (``for_trace`` fills them)."""
 
     def __post_init__(self) -> None:
         if self.frozen_prefix_chars < 0 or self.protect_tail_chars < 0:
@@ -116,24 +120,34 @@ class Protection:
         if not 0.0 < self.max_delete_fraction <= 1.0:
             raise ValueError("max_delete_fraction must be in (0, 1]")
 
-    def for_trace(self, trace: str) -> Protection:
+    def for_trace(self, trace: str, question: str = "") -> Protection:
         """The same protection in characters only: with ``protect_last_sentence``, the tail
-        grows to cover the trace's last sentence (and any whitespace after it)."""
-        if not self.protect_last_sentence:
-            return self
-        last = last_sentence(trace)
-        tail = len(trace) - last[0] if last else 0
+        grows to cover the trace's last sentence (and any whitespace after it); with
+        ``protect_results``, the trace's result sentences (numbers of ``question`` excepted)
+        become protected ranges."""
+        tail = self.protect_tail_chars
+        if self.protect_last_sentence:
+            last = last_sentence(trace)
+            tail = max(tail, len(trace) - last[0] if last else 0)
+        ranges = self.ranges
+        if self.protect_results:
+            ranges += tuple(Span(*r) for r in result_sentences(trace, question))
         return replace(
             self,
-            protect_tail_chars=max(self.protect_tail_chars, tail),
+            protect_tail_chars=tail,
             protect_last_sentence=False,
+            protect_results=False,
+            ranges=ranges,
         )
 
     def touches(self, span: Span, trace_len: int) -> bool:
-        """Whether ``span`` intersects the frozen prefix or the protected tail."""
+        """Whether ``span`` intersects the frozen prefix, the protected tail or a protected
+        range."""
         if span.start < self.frozen_prefix_chars:
             return True
-        return self.protect_tail_chars > 0 and span.end > trace_len - self.protect_tail_chars
+        if self.protect_tail_chars > 0 and span.end > trace_len - self.protect_tail_chars:
+            return True
+        return any(span.start < r.end and r.start < span.end for r in self.ranges)
 
 
 @dataclass(frozen=True)
@@ -214,13 +228,15 @@ def prune(
     *,
     loop_spans: Iterable[Span] = (),
     protection: Protection | None = None,
+    question: str = "",
 ) -> PruneOutcome:
     """Applies the anchor semantics to ``commands`` and ``loop_spans`` over ``trace``.
 
     Returns every command with its status (and span when resolved), the merged deletions in code
     points and UTF-8 bytes, and the pruned trace. The result does not depend on command order.
+    ``question`` matters only to ``protection.protect_results``: numbers it gives are not results.
     """
-    protection = (protection or Protection()).for_trace(trace)
+    protection = (protection or Protection()).for_trace(trace, question)
     n = len(trace)
     resolved = [_resolve_protected(trace, c, protection) for c in commands]
     candidates = [

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let deletions reach each trace's last sentence (protected by default)",
     )
+    batch.add_argument(
+        "--deletable-results",
+        action="store_true",
+        help="let deletions reach result sentences: where a number the trace uses again is first "
+        "stated (protected by default)",
+    )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     commands.add_parser("info", help="print the server's model and limits as JSON")
     return parser
@@ -79,6 +85,8 @@ def _batch(args: argparse.Namespace, client: PrunerClient) -> int:
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.deletable_last_sentence:
         options["protect_last_sentence"] = False
+    if args.deletable_results:
+        options["protect_results"] = False
     job = BatchJob(
         args.input,
         args.output,

@@ -4,9 +4,10 @@ The vectors file (``proto/conformance/anchor_vectors_v1.json``) is generated fro
 resolver by this module and checked by the server's and the client's tests, so an implementation
 in another language proves it agrees by passing every case.
 
-Each case: ``trace``, ``commands`` (``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``,
-``protect_tail_chars``, ``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``)
-and ``expect``: per-command ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when
+Each case: ``trace``, ``question`` (only result protection reads it), ``commands``
+(``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``, ``protect_tail_chars``,
+``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``, ``protect_results``) and
+``expect``: per-command ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when
 resolved), the ``deletions`` (with ``source``) and the ``pruned_trace``.
 
     python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v1.json
@@ -43,7 +44,9 @@ def run_case(case: dict[str, Any]) -> PruneOutcome:
             options["protect_tail_chars"],
             options["max_delete_fraction"],
             options["protect_last_sentence"],
+            options["protect_results"],
         ),
+        question=case["question"],
     )
 
 
@@ -74,10 +77,12 @@ def expectation(outcome: PruneOutcome) -> dict[str, Any]:
 
 
 def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
-    """A case with its expectation; ``options``: frozen, tail, fraction, loops, last."""
+    """A case with its expectation; ``options``: frozen, tail, fraction, loops, last, results and
+    question."""
     case: dict[str, Any] = {
         "name": name,
         "trace": trace,
+        "question": options.get("question", ""),
         "commands": [{"prefix": p, "suffix": s} for p, s in commands],
         "options": {
             "frozen_prefix_chars": options.get("frozen", 0),
@@ -85,6 +90,7 @@ def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any
             "max_delete_fraction": options.get("fraction", 1.0),
             "collapse_loops": options.get("loops", False),
             "protect_last_sentence": options.get("last", False),
+            "protect_results": options.get("results", False),
         },
     }
     case["expect"] = expectation(run_case(case))
@@ -135,6 +141,7 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     yield _case("byte_offsets_after_multibyte", "ééé abc ééé xyz", [("abc", "xyz")])
     yield _case("no_commands", "nothing to delete here", [])
     yield from _last_sentence_cases()
+    yield from _result_cases()
     loop = "So x = 3. Wait, no. Wait, no. Wait, no. Wait, no. Then x = 4."
     yield _case("sentence_loop", loop, [], loops=True)
     yield _case("sentence_loop_off", loop, [], loops=False)
@@ -178,6 +185,31 @@ def _last_sentence_cases() -> Iterator[dict[str, Any]]:
     yield _case("last_sentence_and_tail", t, [("Let", "see.")], tail=30, last=True)
     yield _case("last_sentence_unterminated", "First. Then so", [("First", "Then")], last=True)
     yield _case("last_sentence_loop", "Ok. Hmm. Hmm. Hmm.", [], loops=True, last=True)
+
+
+def _result_cases() -> Iterator[dict[str, Any]]:
+    t = "So 3 * 4 = 12. Hmm, okay. Check: 12 again. Then 12 + 5 = 17. Answer: 17."
+    both = [("So 3", "= 12."), ("Hmm", "okay."), ("Check", "again."), ("Then 12", "17.")]
+    yield _case("results_protected", t, both, results=True)
+    yield _case("results_off", t, both)
+    yield _case("results_question_numbers", t, both, results=True, question="What is 3*4 + 5?")
+    yield _case("results_question_gives_result", t, both, results=True, question="Is it 12 or 17?")
+    yield _case("results_partial_overlap", t, [("okay. Check", "12 +")], results=True)
+    yield _case(
+        "results_number_forms",
+        "Take x2, 3rd and v1.2 here. Then x2, 3rd and v1.2 again. "
+        "1,000 vs 1000 now. Then 1000 once.",
+        [("Take", "here."), ("Then x2", "again."), ("1,000 vs", "now."), ("Then 1000", "once.")],
+        results=True,
+    )
+    yield _case(
+        "results_and_loops",
+        "So x = 4. Wait, no. Wait, no. Wait, no. So x = 4 again.",
+        [],
+        loops=True,
+        results=True,
+    )
+    yield _case("results_over_limit", t, [("Hmm", "again.")], results=True, fraction=0.1)
 
 
 def _random_cases(count: int) -> Iterator[dict[str, Any]]:
@@ -232,9 +264,38 @@ def _random_loop_cases(count: int) -> Iterator[dict[str, Any]]:
         )
 
 
+_RESULTS = [
+    "x = 7.",
+    "So 7 + 5 = 12.",
+    "Hmm.",
+    "12 then 3.",
+    "Got 1,5 and 0.5!",
+    "得 8。",
+    "Ok 😀.",
+]
+
+
+def _random_result_cases(count: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(_SEED + 2)
+    for index in range(count):
+        trace = rng.choice([" ", "\n"]).join(rng.choice(_RESULTS) for _ in range(rng.randint(1, 7)))
+        commands = [(_fragment(rng, trace, trace), _fragment(rng, trace, trace)) for _ in range(3)]
+        yield _case(
+            f"random_result_{index:03d}",
+            trace,
+            commands,
+            question=rng.choice(["", "7", "What is 12 - 5?", "1,5 or 8"]),
+            tail=rng.choice([0, 0, rng.randint(0, len(trace))]),
+            loops=rng.random() < 0.3,
+            last=rng.random() < 0.3,
+            results=True,
+        )
+
+
 def generate() -> dict[str, Any]:
     """All vectors: the handwritten cases, then seeded random ones."""
     cases = list(_handwritten()) + list(_random_cases(200)) + list(_random_loop_cases(60))
+    cases += list(_random_result_cases(40))
     return {"version": VERSION, "cases": cases}
 
 
