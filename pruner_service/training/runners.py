@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 from tqdm import tqdm
@@ -17,8 +18,11 @@ Results = dict[str, Pruned]
 
 
 @contextmanager
-def local_runner(settings: Settings) -> Iterator[PruneMany]:
-    """A runner over an in-process service (the profile's engine, loaded once)."""
+def local_runner(
+    settings: Settings, options: Mapping[str, Any] = MappingProxyType({})
+) -> Iterator[PruneMany]:
+    """A runner over an in-process service (the profile's engine, loaded once); ``options`` are
+    ``PruneOptions`` fields sent with every request."""
     from pruner_service.app import build_service
 
     service = build_service(settings)
@@ -27,9 +31,11 @@ def local_runner(settings: Settings) -> Iterator[PruneMany]:
         raise RuntimeError(f"the model failed to load: {service.failure}")
 
     def run(records: Sequence[dict[str, Any]], collapse: bool) -> Results:
-        options = PruneOptions(max_commands=service.limits.max_commands, collapse_loops=collapse)
+        chosen = PruneOptions(
+            max_commands=service.limits.max_commands, collapse_loops=collapse, **options
+        )
         requests = [
-            PruneRequest(r["id"], r["trace"], r.get("question", ""), options) for r in records
+            PruneRequest(r["id"], r["trace"], r.get("question", ""), chosen) for r in records
         ]
         results: Results = {}
         label = "service" if collapse else "model only"
@@ -54,14 +60,17 @@ def local_runner(settings: Settings) -> Iterator[PruneMany]:
         service.shutdown(grace=0)
 
 
-def remote_runner(address: str) -> PruneMany:
-    """A runner over a running server, through the streaming RPC."""
+def remote_runner(address: str, options: Mapping[str, Any] = MappingProxyType({})) -> PruneMany:
+    """A runner over a running server, through the streaming RPC; ``options`` are
+    ``PruneOptions`` fields sent with every request."""
     from freelm.pruner.v1 import pruner_pb2 as pb
     from freelm_pruner_client.client import PrunerClient, build_request
 
     def run(records: Sequence[dict[str, Any]], collapse: bool) -> Results:
         requests = [
-            build_request(r["trace"], r.get("question", ""), r["id"], collapse_loops=collapse)
+            build_request(
+                r["trace"], r.get("question", ""), r["id"], collapse_loops=collapse, **options
+            )
             for r in records
         ]
         results: Results = {}

@@ -17,6 +17,8 @@ import grpc
 import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+from freelm_pruner_client.anchors import resolve_anchor
+from freelm_pruner_client.sentences import last_sentence, result_sentences
 
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE, wait_for_health
 
@@ -196,3 +198,28 @@ def test_eval_through_a_running_server_reports_every_row(
     assert json.loads(rescored.stdout)["f1"] == pytest.approx(service["f1"])
     table = run_cli("eval", str(data), "--server", server[0], cache_dir=cache_dir)
     assert "| service (model + loop collapser) |" in table.stdout and "resolved" in table.stdout
+    records = {r["id"]: r for r in map(json.loads, data.read_text().splitlines())}
+    for answer in answers:  # result sentences are protected by default
+        record = records[answer["id"]]
+        results = result_sentences(record["trace"], record["question"])
+        assert not any(s < b and a < e for s, e in answer["deletions"] for a, b in results)
+    unguarded = tmp_path / "unguarded.jsonl"
+    out = run_cli("eval", str(data), "--server", server[0], "--deletable-results",
+                  "--save-predictions", str(unguarded), cache_dir=cache_dir)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    again = [json.loads(line) for line in unguarded.read_text().splitlines()]
+    assert [[(c["prefix"], c["suffix"]) for c in a["commands"]] for a in again] == [
+        [(c["prefix"], c["suffix"]) for c in a["commands"]] for a in answers
+    ]  # the same commands, resolved under the other rule
+    for guarded, free in zip(answers, again, strict=True):
+        record = records[guarded["id"]]
+        trace, last = record["trace"], last_sentence(record["trace"])
+        results = result_sentences(trace, record["question"])
+        for kept, loose in zip(guarded["commands"], free["commands"], strict=True):
+            _, span = resolve_anchor(trace, kept["prefix"], kept["suffix"])
+            if span is None:
+                continue
+            if any(span.start < b and a < span.end for a, b in results):
+                assert kept["status"] == "PROTECTED"
+            if loose["status"] == "PROTECTED":
+                assert last is not None and span.end > last[0]
