@@ -74,9 +74,10 @@ def remote_runner(address: str, options: Mapping[str, Any] = MappingProxyType({}
             for r in records
         ]
         results: Results = {}
-        with PrunerClient(address, timeout=3600) as client:
-            replies = client.prune_stream(requests)
-            for reply in tqdm(replies, total=len(requests), unit="trace"):
+        progress = tqdm(total=len(requests), unit="trace")
+        with PrunerClient(address, timeout=3600) as client, progress:
+            for reply in _chunked_stream(client, requests):
+                progress.update()
                 if reply.WhichOneof("result") == "error":
                     raise RuntimeError(f"record {reply.request_id}: {reply.error.message}")
                 response = reply.response
@@ -92,3 +93,14 @@ def remote_runner(address: str, options: Mapping[str, Any] = MappingProxyType({}
         return results
 
     return run
+
+
+STREAM_CHUNK = 32
+"""Records per stream. A server bounds every deadline by its ``default_deadline_s`` (300 s by
+default) and a stream's items share the stream's deadline, so a large file goes as several
+streams, each short enough to finish in time on a slow machine."""
+
+
+def _chunked_stream(client: Any, requests: Sequence[Any]) -> Iterator[Any]:
+    for start in range(0, len(requests), STREAM_CHUNK):
+        yield from client.prune_stream(requests[start : start + STREAM_CHUNK])
