@@ -74,10 +74,9 @@ def remote_runner(address: str, options: Mapping[str, Any] = MappingProxyType({}
             for r in records
         ]
         results: Results = {}
-        progress = tqdm(total=len(requests), unit="trace")
-        with PrunerClient(address, timeout=3600) as client, progress:
-            for reply in _chunked_stream(client, requests):
-                progress.update()
+        with PrunerClient(address, timeout=3600) as client:
+            replies = _chunked_stream(client, requests)
+            for reply in tqdm(replies, total=len(requests), unit="trace"):
                 if reply.WhichOneof("result") == "error":
                     raise RuntimeError(f"record {reply.request_id}: {reply.error.message}")
                 response = reply.response
