@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from freelm_pruner_client.anchors import Protection, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.anchors import Protection, Span, prune
+from freelm_pruner_client.loops import loop_runs, loop_spans
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,3 +74,11 @@ def test_collapsed_text_has_no_remaining_run_of_three(sentences: list[str]) -> N
     units = [u + "." for u in words.split(".") if u.strip()]
     units = [u.strip() for u in units]
     assert all(not (a == b == c) for a, b, c in zip(units, units[1:], units[2:], strict=False))
+
+
+def test_a_loop_run_spans_every_copy_and_its_spans_lie_inside() -> None:
+    text = "Start here. Wait, no. Wait, no. Wait, no. Then go on."
+    first = text.index("Wait")
+    assert loop_runs(text) == [Span(first, text.index(" Then"))]
+    assert all(first < span.start and span.end <= text.index(" Then") for span in loop_spans(text))
+    assert loop_runs("Wait, no. Wait, no. Then go on.") == []

@@ -34,16 +34,23 @@ def _units(pattern: re.Pattern[str], text: str) -> Iterator[tuple[Span, str]]:
         yield Span(match.start(), match.end()), " ".join(match.group().split())
 
 
-def _runs(units: list[tuple[Span, str]], min_repeats: int) -> Iterator[Span]:
+def _runs(units: list[tuple[Span, str]], min_repeats: int) -> Iterator[list[Span]]:
+    """Each run of at least ``min_repeats`` consecutive identical units: its copies' spans."""
     start = 0
     while start < len(units):
         stop = start + 1
         while stop < len(units) and units[stop][1] == units[start][1]:
             stop += 1
         if stop - start >= min_repeats and len(_WORD.findall(units[start][1])) >= _MIN_WORD_CHARS:
-            for i in range(start + 1, stop):
-                yield Span(units[i - 1][0].end, units[i][0].end)
+            yield [span for span, _ in units[start:stop]]
         start = stop
+
+
+def _all_runs(text: str, min_repeats: int) -> Iterator[list[Span]]:
+    if min_repeats < 2:
+        raise ValueError("min_repeats must be at least 2")
+    for pattern in (_PARAGRAPH, _LINE, SENTENCE):
+        yield from _runs(list(_units(pattern, text)), min_repeats)
 
 
 def loop_spans(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
@@ -52,9 +59,16 @@ def loop_spans(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
     Each span covers one extra copy and the whitespace before it, so deleting any subset of them
     leaves whole copies behind. Text with no loop gives an empty list.
     """
-    if min_repeats < 2:
-        raise ValueError("min_repeats must be at least 2")
-    spans: set[Span] = set()
-    for pattern in (_PARAGRAPH, _LINE, SENTENCE):
-        spans.update(_runs(list(_units(pattern, text)), min_repeats))
+    spans = {
+        Span(copies[i - 1].end, copies[i].end)
+        for copies in _all_runs(text, min_repeats)
+        for i in range(1, len(copies))
+    }
     return sorted(spans)
+
+
+def loop_runs(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
+    """The whole extent of each verbatim loop in ``text``, from its first copy's start to its
+    last copy's end; sorted, may overlap (a loop of paragraphs is also a loop of lines)."""
+    runs = _all_runs(text, min_repeats)
+    return sorted({Span(copies[0].start, copies[-1].end) for copies in runs})
