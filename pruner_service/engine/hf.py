@@ -4,7 +4,8 @@ Requests of one batch are left-padded into one tensor and decoded together with 
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
 is a valid command list whose anchors are substrings of that row's trace (with the profile's
 ``constrain_suffix``, each suffix from the trace after its command's prefix; with
-``unique_prefix``, each prefix extended until it occurs once).
+``unique_prefix``, each prefix extended until it occurs once; with ``anchor_guard``, each
+command kept to one that can resolve, see ``guard``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ from pruner_service.engine.grammar import (
     parse_commands,
     suffix_grammar,
 )
+from pruner_service.engine.guard import AnchorGuard, last_command
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import Profile, describe
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
+
+
+_STEER_CANDIDATES = 64
+"""How many of the best tokens the steering anchor guard tries before it keeps the model's."""
 
 
 def _cache_argument(model: Any) -> str:
@@ -91,6 +97,9 @@ class _Row:
     suffix_head: int = -1  # output length at which the open suffix was last constrained
     constrained: int = 0  # suffixes decoded under the narrowed grammar
     held: int = 0  # steps at which an ambiguous prefix was kept from closing
+    guard: AnchorGuard | None = None
+    steered: int = 0  # tokens the anchor guard replaced
+    cut: bool = False  # the anchor guard ended the command list
 
 
 class HFEngine:
@@ -111,6 +120,8 @@ class HFEngine:
         self.jump_forward = profile.jump_forward
         self.constrain_suffix = profile.constrain_suffix
         self.unique_prefix = profile.unique_prefix
+        self.anchor_guard = profile.anchor_guard
+        self._guard_window = 2 * profile.max_anchor_chars + 32  # tokens: a whole command
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -150,13 +161,20 @@ class HFEngine:
         return results
 
     def _proposal(self, row: _Row) -> Proposal:
-        """The row's commands; an output cut by the budget or a repeat is closed as valid JSON."""
+        """The row's commands; an output cut by the budget, a repeat or the stopping guard is
+        closed as valid JSON. Stopping, the list also ends before any command that fails the
+        guard without the guard having judged it (a closing the grammar forced)."""
         text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
         commands = _unique(parse_commands(text))
-        finished = row.matcher.is_stopped() and not row.repeated
+        if row.guard is not None and self.anchor_guard == "stop":
+            passing = row.guard.leading_passes(commands)
+            row.cut = row.cut or len(passing) < len(commands)
+            commands = passing
+        finished = (row.matcher.is_stopped() or row.cut) and not row.repeated
+        whole = row.matcher.is_stopped() and not row.cut and not row.repeated
         return Proposal(
             commands,
-            text if finished else canonical_json(commands),
+            text if whole else canonical_json(commands),
             len(row.prompt_ids),
             len(row.generated),
             truncated=not finished,
@@ -176,7 +194,10 @@ class HFEngine:
         matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
-        return _Row(ids, matcher, request.trace, max_commands)
+        guard = None
+        if self.anchor_guard != "off":
+            guard = AnchorGuard(request.trace, self.profile.max_anchor_chars)
+        return _Row(ids, matcher, request.trace, max_commands, guard=guard)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(
@@ -281,10 +302,40 @@ class HFEngine:
         scores[:, vocab:] = float("-inf")
         scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
         choice = scores.argmax(dim=-1).tolist()
+        for i, row in enumerate(rows):
+            if row.guard is not None and not row.done:
+                choice[i] = self._guarded(row, scores[i], int(choice[i]))
         return [
             [self.pad_id] if row.done else self._advance(row, int(token), budget)
             for row, token in zip(rows, choice, strict=True)
         ]
+
+    def _guarded(self, row: _Row, scores: torch.Tensor, token: int) -> int:
+        """``token``, if the command it writes passes the row's guard; else, steering, the
+        best-scoring allowed token whose command passes (the model's own if none of the best
+        few does), or, stopping, a pad: the row's command list ends before the failing command
+        (``row.done``, ``row.cut``)."""
+        assert row.guard is not None
+        window = row.generated[-self._guard_window :]
+        writing = last_command(self.tokenizer.decode(window, skip_special_tokens=True))
+        if writing is None or not writing.open or self._passes(row, window, token):
+            return token
+        if self.anchor_guard == "stop":
+            row.done = row.cut = True
+            return int(self.pad_id)
+        ranked = torch.topk(scores, k=min(_STEER_CANDIDATES, scores.shape[0]))
+        for score, candidate in zip(ranked.values.tolist(), ranked.indices.tolist(), strict=True):
+            if score == float("-inf"):
+                break
+            if candidate != token and self._passes(row, window, candidate):
+                row.steered += 1
+                return int(candidate)
+        return token
+
+    def _passes(self, row: _Row, window: list[int], token: int) -> bool:
+        assert row.guard is not None
+        writing = last_command(self.tokenizer.decode([*window, token], skip_special_tokens=True))
+        return writing is not None and row.guard.passes(writing)
 
     def _open_prefix(self, row: _Row) -> str | None:
         """With ``unique_prefix``, the prefix anchor the row is writing, if any."""

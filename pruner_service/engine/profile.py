@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pruner_service.engine.base import EngineInfo
+from pruner_service.engine.guard import GUARD_MODES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 NO_ADAPTER_NOTE = (
@@ -93,6 +94,7 @@ class Profile:
     jump_forward: bool = True
     constrain_suffix: bool = False
     unique_prefix: bool = False
+    anchor_guard: str = "off"
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -127,6 +129,10 @@ class Profile:
         for field in ("$trace", "$question"):
             if field not in template:
                 raise ProfileError(f"profile template {template_path} lacks {field}")
+        guard = str(raw.get("anchor_guard", "off"))
+        if guard not in GUARD_MODES:
+            modes = ", ".join(GUARD_MODES)
+            raise ProfileError(f"profile anchor_guard {guard!r} is not one of {modes}")
         dtype = raw.get("dtype", "float32")
         if dtype not in _DTYPES:
             raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
@@ -150,6 +156,7 @@ class Profile:
             jump_forward=bool(raw.get("jump_forward", True)),
             constrain_suffix=bool(raw.get("constrain_suffix", False)),
             unique_prefix=bool(raw.get("unique_prefix", False)),
+            anchor_guard=guard,
         )
 
 

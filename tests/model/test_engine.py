@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from freelm_pruner_client.anchors import AnchorCommand
+from freelm_pruner_client.anchors import AnchorCommand, Status, resolve_anchor
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.grammar import (
@@ -155,6 +155,10 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "model": "m"}))
     with pytest.raises(ProfileError, match=r"lacks \$trace"):
         Profile.load(str(tmp_path))
+    (tmp_path / "template.txt").write_text("$question $trace")
+    (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "anchor_guard": "on"}))
+    with pytest.raises(ProfileError, match=r"anchor_guard 'on' is not one of off, steer, stop"):
+        Profile.load(str(tmp_path))
 
 
 def test_adapter_path_none_serves_the_base_alone(adapter_profile: Path, tmp_path: Path) -> None:
@@ -278,20 +282,31 @@ def shipped(cache_dir: Path) -> HFEngine:
     return HFEngine(load_model(profile, cache_dir, "cpu"), profile)
 
 
-def test_unique_prefix_decoding_writes_prefixes_that_resolve(
-    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _plain_then_changed(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch, **changes: Any
+) -> tuple[list[PruneRequest], list[Any], list[Any], list[Any]]:
+    """Three held-out traces on which the shipped adapter writes commands that cannot resolve:
+    the requests, their proposals without any decoding option, their proposals with the
+    engine attributes ``changes`` set, and the decoding rows of the latter."""
     records = list(generate(119, seed=2, family="eval"))
     batch = [
         PruneRequest(r["id"], r["trace"], r["question"], PruneOptions())
         for r in (records[70], records[74], records[118])
     ]
+    monkeypatch.setattr(shipped, "anchor_guard", "off")
     plain = shipped.propose(batch)
     rows: list[Any] = []
     original = shipped._row
     monkeypatch.setattr(shipped, "_row", lambda request: rows.append(original(request)) or rows[-1])
-    monkeypatch.setattr(shipped, "unique_prefix", True)
-    held = shipped.propose(batch)
+    for name, value in changes.items():
+        monkeypatch.setattr(shipped, name, value)
+    return batch, plain, shipped.propose(batch), rows
+
+
+def test_unique_prefix_decoding_writes_prefixes_that_resolve(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch, plain, held, rows = _plain_then_changed(shipped, monkeypatch, unique_prefix=True)
     before = after = 0
     for request, first, second in zip(batch, plain, held, strict=True):
         assert not isinstance(first, Exception) and not isinstance(second, Exception)
@@ -316,3 +331,31 @@ def _extendable(trace: str, prefix: str, limit: int = 48) -> bool:
     starts = [m.start() for m in re.finditer(f"(?={re.escape(prefix)})", trace)]
     following = [trace[i + len(prefix)] for i in starts if i + len(prefix) < len(trace)]
     return any(anchor_fits(ch, 1) for ch in following)
+
+
+@pytest.mark.parametrize("mode", ["steer", "stop"])
+def test_the_anchor_guard_keeps_commands_resolvable(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    batch, plain, guarded, rows = _plain_then_changed(shipped, monkeypatch, anchor_guard=mode)
+    failing = 0
+    for request, first, second in zip(batch, plain, guarded, strict=True):
+        assert not isinstance(first, Exception) and not isinstance(second, Exception)
+        failing += sum(_fails(request.trace, c) for c in first.commands)
+        assert json.loads(second.raw_output) == [
+            {"prefix": c.prefix, "suffix": c.suffix} for c in second.commands
+        ]
+        assert not second.truncated
+        assert not any(_fails(request.trace, c) for c in second.commands), second.commands
+    assert failing > 0  # without the guard these traces get commands that cannot resolve
+    if mode == "steer":
+        assert sum(row.steered for row in rows) > 0
+    else:  # stopping only ends lists early: what is left is what the model wrote anyway
+        assert any(row.cut for row in rows)
+        for first, second in zip(plain, guarded, strict=True):
+            assert not isinstance(first, Exception) and not isinstance(second, Exception)
+            assert first.commands[: len(second.commands)] == second.commands
+
+
+def _fails(trace: str, command: AnchorCommand) -> bool:
+    return resolve_anchor(trace, command.prefix, command.suffix)[0] is not Status.APPLIED

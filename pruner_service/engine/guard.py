@@ -1,0 +1,144 @@
+"""The anchor guard: keeps decoding on commands that can resolve (the profile's ``anchor_guard``).
+
+The grammar makes every anchor a substring of the trace, but a substring can still fail the
+resolver: a prefix that occurs more than once (rule 2), most often a sentence of a verbatim loop,
+which no command can delete (the loop collapser does), or a suffix with no occurrence after its
+prefix (rule 3). The guard judges a command as it is written, token by token:
+
+- a prefix must start where a unique anchor can start: outside every loop run, at a position
+  from which a writable anchor of at most ``max_anchor_chars`` characters occurs once;
+- a finished prefix must occur exactly once;
+- a suffix must occur in the trace from its prefix's occurrence on, and a finished command must
+  resolve (rule 3) to a span that ends where a sentence ends (as ``sentences`` splits them, or
+  at the trace's end), so it never leaves half a sentence behind, and that stays within one
+  paragraph (no blank line inside it). Every gold span the training data teach is so; a command
+  running past a paragraph's end is the model overshooting into the next step.
+
+What the decoder does with a token that fails (steer to the best token that passes, or end the
+command list there) is the engine's choice; the guard only judges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
+from freelm_pruner_client.loops import loop_runs
+from freelm_pruner_client.sentences import sentences
+
+GUARD_MODES = ("off", "steer", "stop")
+"""``off``: no guard; ``steer``: a failing token gives way to the model's best token that passes;
+``stop``: the command list ends before a command that would fail."""
+
+_PREFIX_OPENS = '"prefix": "'
+_SUFFIX_OPENS = '", "suffix": "'
+_UNWRITABLE = re.compile(r'["\\\x00-\x1f]')
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+
+
+@dataclass(frozen=True)
+class Writing:
+    """The last command of a (partial) output as far as it is written."""
+
+    prefix: str
+    prefix_closed: bool
+    suffix: str | None  # None until the suffix opens
+    suffix_closed: bool
+
+    @property
+    def open(self) -> bool:
+        """Whether an anchor is being written (the next token extends or closes it)."""
+        return not self.prefix_closed or (self.suffix is not None and not self.suffix_closed)
+
+
+def last_command(text: str) -> Writing | None:
+    """The last command opened in ``text``, an output of the command grammar; None if none.
+    A trailing U+FFFD (a character cut between tokens) is dropped from an open anchor."""
+    opened = text.rfind(_PREFIX_OPENS)
+    if opened < 0:
+        return None
+    rest = text[opened + len(_PREFIX_OPENS) :]
+    if '"' not in rest:
+        return Writing(rest.rstrip("\ufffd"), False, None, False)
+    prefix = rest[: rest.index('"')]
+    if not rest.startswith(_SUFFIX_OPENS, len(prefix)):
+        return Writing(prefix, True, None, False)
+    suffix = rest[len(prefix) + len(_SUFFIX_OPENS) :]
+    if '"' in suffix:
+        return Writing(prefix, True, suffix[: suffix.index('"')], True)
+    return Writing(prefix, True, suffix.rstrip("\ufffd"), False)
+
+
+class AnchorGuard:
+    """Judges partial commands against one trace (see the module's rules)."""
+
+    def __init__(self, trace: str, max_anchor_chars: int) -> None:
+        self.trace = trace
+        self.max_anchor_chars = max_anchor_chars
+        self._loops = loop_runs(trace)
+        self._sentence_ends = {end for _, end in sentences(trace)} | {len(trace)}
+        self._startable: dict[int, bool] = {}
+
+    def passes(self, command: Writing) -> bool:
+        """Whether ``command`` can still become (or is) a command that resolves."""
+        if not command.prefix:
+            return True
+        if not self._prefix_passes(command.prefix, command.prefix_closed):
+            return False
+        if command.suffix is None or not command.suffix:
+            return True
+        return self._suffix_passes(command.prefix, command.suffix, command.suffix_closed)
+
+    def leading_passes(self, commands: Sequence[AnchorCommand]) -> tuple[AnchorCommand, ...]:
+        """``commands`` up to (not including) the first that fails the guard."""
+        for index, command in enumerate(commands):
+            if not self.passes(Writing(command.prefix, True, command.suffix, True)):
+                return tuple(commands[:index])
+        return tuple(commands)
+
+    def ends_sentence(self, position: int) -> bool:
+        """Whether ``position`` is a sentence's end, spaces or tabs after it allowed."""
+        return len(self.trace[:position].rstrip(" \t")) in self._sentence_ends
+
+    def can_start(self, position: int) -> bool:
+        """Whether a prefix starting at ``position`` can be unique: outside every loop, with a
+        writable anchor from there (at most ``max_anchor_chars``) that occurs once."""
+        known = self._startable.get(position)
+        if known is None:
+            known = self._startable[position] = self._can_start(position)
+        return known
+
+    def _can_start(self, position: int) -> bool:
+        if any(run.start <= position < run.end for run in self._loops):
+            return False
+        window = self.trace[position : position + self.max_anchor_chars]
+        cut = _UNWRITABLE.search(window)
+        if cut:
+            window = window[: cut.start()]
+        return bool(window) and not occurs_more_than_once(self.trace, window)
+
+    def _prefix_passes(self, prefix: str, closed: bool) -> bool:
+        position = self.trace.find(prefix)
+        if closed:
+            return (
+                position >= 0
+                and not occurs_more_than_once(self.trace, prefix)
+                and self.can_start(position)
+            )
+        while position >= 0:
+            if self.can_start(position):
+                return True
+            position = self.trace.find(prefix, position + 1)
+        return False
+
+    def _suffix_passes(self, prefix: str, suffix: str, closed: bool) -> bool:
+        if closed:
+            _, span = resolve_anchor(self.trace, prefix, suffix)
+            return (
+                span is not None
+                and self.ends_sentence(span.end)
+                and not _PARAGRAPH_BREAK.search(self.trace[span.start : span.end].strip())
+            )
+        return self.trace.find(suffix, self.trace.find(prefix)) >= 0

@@ -1,0 +1,126 @@
+"""The anchor guard: which partial commands can still resolve."""
+
+from __future__ import annotations
+
+from freelm_pruner_client.anchors import AnchorCommand, Status, resolve_anchor
+from freelm_pruner_client.loops import loop_runs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruner_service.engine.guard import AnchorGuard, Writing, last_command
+
+LOOPY = "Add 3 and 4 to get 7. Wait, no. Wait, no. Wait, no. Then x is 7. Check: 3+4=7. Yes."
+
+
+def passes(trace: str, output: str, max_anchor_chars: int = 48) -> bool:
+    writing = last_command(output)
+    assert writing is not None
+    return AnchorGuard(trace, max_anchor_chars).passes(writing)
+
+
+def test_last_command_reads_the_anchor_being_written() -> None:
+    assert last_command("[") is None
+    assert last_command('[{"prefix": "Wa') == Writing("Wa", False, None, False)
+    assert last_command('[{"prefix": "Wa", "suffix": "') == Writing("Wa", True, "", False)
+    assert last_command('[{"prefix": "Wa", "suffix": "no.') == Writing("Wa", True, "no.", False)
+    closed = '[{"prefix": "Wa", "suffix": "no."}, {"prefix": "Th", "suffix": "7."}'
+    assert last_command(closed) == Writing("Th", True, "7.", True)
+    assert last_command('[{"prefix": "x\ufffd') == Writing("x", False, None, False)
+    assert last_command('[{"prefix": "Wa"') == Writing("Wa", True, None, False)
+    assert not Writing("Wa", True, "no.", True).open
+    assert Writing("Wa", True, "no", False).open and Writing("Wa", False, None, False).open
+
+
+def test_a_prefix_cannot_start_inside_a_loop() -> None:
+    assert not passes(LOOPY, '[{"prefix": "Wait')  # "Wait" occurs only in the loop
+    assert not passes(LOOPY, '[{"prefix": "Wait, no. Wait, no. Then')  # even the last copy
+    assert passes(LOOPY, '[{"prefix": "Check: 3')
+    assert passes(LOOPY, '[{"prefix": "')  # nothing written yet
+
+
+def test_a_prefix_must_close_unique() -> None:
+    trace = "So 7. Check: 3+4=7. So 7 again, fine. Check: done."
+    assert passes(trace, '[{"prefix": "Check')  # open: it can still grow unique
+    assert not passes(trace, '[{"prefix": "Check"')  # closed while it occurs twice
+    assert passes(trace, '[{"prefix": "Check: 3"')
+
+
+def test_a_prefix_needs_a_start_with_a_unique_anchor_in_reach() -> None:
+    trace = "Hmm, the same long sentence here. " * 2 + "Done."
+    assert not passes(trace, '[{"prefix": "Hmm, the', max_anchor_chars=12)
+    assert passes(trace, '[{"prefix": "the same long sentence here. Done', max_anchor_chars=48)
+
+
+def test_a_suffix_must_resolve_after_its_prefix() -> None:
+    trace = "First step. Redundant check here. Next step. Final answer."
+    prefix = '[{"prefix": "Redundant", "suffix": "'
+    assert passes(trace, prefix + "here.")
+    assert passes(trace, prefix + 'here."}')
+    assert not passes(trace, prefix + "First")  # only before the prefix
+    assert passes(trace, prefix + "Redund")  # it may overlap the prefix ...
+    # ... but not end inside it
+    assert not passes(trace, '[{"prefix": "Redundant check", "suffix": "Redund"}')
+
+
+def test_a_command_deletes_up_to_a_sentence_end() -> None:
+    trace = "First step. OK, total ends at 33. Redundant check here.\nNext step"
+    assert not passes(trace, '[{"prefix": "OK, total ends", "suffix": "OK, total ends"}')
+    assert passes(trace, '[{"prefix": "OK, total ends", "suffix": "at 33."}')
+    assert passes(trace, '[{"prefix": "OK, total ends", "suffix": "at 33. "}')  # the space after
+    assert not passes(trace, '[{"prefix": "OK, total ends", "suffix": "33. Redundant"}')
+    assert passes(trace, '[{"prefix": "Redundant", "suffix": "check here."}')  # line end
+    assert passes(trace, '[{"prefix": "Next step", "suffix": "step"}')  # the trace's end
+
+
+def test_a_command_stays_within_one_paragraph() -> None:
+    trace = "Setup. Maybe try graphing? No, forget it.\n\nSo x is 7.\nThen y is 2."
+    assert passes(trace, '[{"prefix": "Maybe try", "suffix": "forget it."}')
+    assert not passes(trace, '[{"prefix": "Maybe try", "suffix": "So x is 7."}')
+    assert passes(trace, '[{"prefix": "So x", "suffix": "y is 2."}')  # a line break is no paragraph
+
+
+_SENTENCES = ["Wait, no.", "So x is 7.", "Check: 3+4=7.", "Hmm.", "Add 3 and 4."]
+
+
+@given(
+    st.lists(st.sampled_from(_SENTENCES), min_size=1, max_size=10),
+    st.data(),
+)
+def test_every_closed_command_that_passes_resolves(
+    sentences: list[str], data: st.DataObject
+) -> None:
+    gaps = data.draw(st.lists(st.sampled_from([" ", "\n", "\n\n"]), min_size=len(sentences)))
+    trace = "".join(gap + sentence for gap, sentence in zip(gaps, sentences, strict=False))[1:]
+    guard = AnchorGuard(trace, 24)
+    i = data.draw(st.integers(0, len(trace) - 1))
+    j = data.draw(st.integers(i + 1, min(len(trace), i + 24)))
+    k = data.draw(st.integers(0, len(trace) - 1))
+    m = data.draw(st.integers(k + 1, min(len(trace), k + 24)))
+    prefix, suffix = trace[i:j], trace[k:m]
+    if guard.passes(Writing(prefix, True, suffix, True)):
+        status, span = resolve_anchor(trace, prefix, suffix)
+        assert status is Status.APPLIED and span is not None
+        assert guard.ends_sentence(span.end)
+        assert "\n\n" not in trace[span.start : span.end].strip()
+        assert not any(run.start <= span.start < run.end for run in loop_runs(trace))
+
+
+@given(st.lists(st.sampled_from(_SENTENCES), min_size=1, max_size=10), st.data())
+def test_a_closed_prefix_passes_only_if_every_partial_one_did(
+    sentences: list[str], data: st.DataObject
+) -> None:
+    trace = " ".join(sentences)
+    guard = AnchorGuard(trace, 24)
+    i = data.draw(st.integers(0, len(trace) - 1))
+    j = data.draw(st.integers(i + 1, min(len(trace), i + 24)))
+    if guard.passes(Writing(trace[i:j], True, None, False)):
+        assert all(guard.passes(Writing(trace[i:n], False, None, False)) for n in range(i, j + 1))
+
+
+def test_leading_passes_ends_the_list_at_the_first_failing_command() -> None:
+    guard = AnchorGuard(LOOPY, 48)
+    good = AnchorCommand("Check: 3", "Yes.")
+    loop = AnchorCommand("Wait, no.", "Wait, no.")
+    assert guard.leading_passes([good, loop, good]) == (good,)
+    assert guard.leading_passes([loop, good]) == ()
+    assert guard.leading_passes([good]) == (good,)
