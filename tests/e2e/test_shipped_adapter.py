@@ -74,6 +74,9 @@ def test_the_shipped_adapter_beats_the_loop_collapser_on_unseen_phrasings(
     collapser = score(records, {r["id"]: loop_collapser(r) for r in records})
     assert served["f1"] > collapser["f1"] + 0.1
     assert served["answer_preservation"] == 1.0
+    statuses = [c.status for reply in replies for c in reply.response.commands]
+    unresolved = {pb.INVALID_COMMAND, pb.PREFIX_NOT_FOUND, pb.PREFIX_AMBIGUOUS, pb.SUFFIX_NOT_FOUND}
+    assert statuses and not unresolved.intersection(statuses)  # the profile's anchor guard
 
 
 def _touches(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
@@ -81,7 +84,8 @@ def _touches(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
 
 
 def test_result_sentences_are_kept_unless_the_request_lets_them_go(default_server: str) -> None:
-    records = list(generate(12, seed=99, family="eval"))
+    held_out = list(generate(94, seed=2, family="eval"))
+    records = [held_out[i] for i in (52, 57, 74, 93)]  # where commands reach a result sentence
     replies = {}
     with PrunerClient(default_server, timeout=600) as client:
         for flag in (True, False):
