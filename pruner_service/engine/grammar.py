@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from freelm_pruner_client.anchors import AnchorCommand
 
 _COMMAND = re.compile(r'\{"prefix": "([^"]*)", "suffix": "([^"]*)"\}')
 _UNWRITABLE = re.compile(r'["\\\x00-\x1f]')
+
+
+def writable_head(text: str, start: int, max_anchor_chars: int) -> str:
+    """The longest anchor the grammar can write from ``text[start]`` on: at most
+    ``max_anchor_chars`` characters, up to the first ``"``, ``\\`` or control character."""
+    head = text[start : start + max_anchor_chars]
+    cut = _UNWRITABLE.search(head)
+    return head[: cut.start()] if cut else head
 
 
 def anchor_fits(anchor: str, max_anchor_chars: int) -> bool:
@@ -84,6 +93,39 @@ def open_suffix(text: str) -> str | None:
     if opened < 0 or '"}' in text[opened + len(_SUFFIX_OPENS) :]:
         return None
     return text[: opened + len(_SUFFIX_OPENS)]
+
+
+@dataclass(frozen=True)
+class Writing:
+    """The last command of a (partial) output as far as it is written."""
+
+    prefix: str
+    prefix_closed: bool
+    suffix: str | None  # None until the suffix opens
+    suffix_closed: bool
+
+    @property
+    def open(self) -> bool:
+        """Whether an anchor is being written (the next token extends or closes it)."""
+        return not self.prefix_closed or (self.suffix is not None and not self.suffix_closed)
+
+
+def last_command(text: str) -> Writing | None:
+    """The last command opened in ``text``, an output of the command grammar; None if none.
+    A trailing U+FFFD (a character cut between tokens) is dropped from an open anchor."""
+    opened = text.rfind(_PREFIX_OPENS)
+    if opened < 0:
+        return None
+    rest = text[opened + len(_PREFIX_OPENS) :]
+    if '"' not in rest:
+        return Writing(rest.rstrip("\ufffd"), False, None, False)
+    prefix = rest[: rest.index('"')]
+    if not rest.startswith(_SUFFIX_OPENS, len(prefix)):
+        return Writing(prefix, True, None, False)
+    suffix = rest[len(prefix) + len(_SUFFIX_OPENS) :]
+    if '"' in suffix:
+        return Writing(prefix, True, suffix[: suffix.index('"')], True)
+    return Writing(prefix, True, suffix.rstrip("\ufffd"), False)
 
 
 def parse_commands(output: str) -> tuple[AnchorCommand, ...]:

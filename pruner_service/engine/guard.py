@@ -22,53 +22,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
 from freelm_pruner_client.loops import loop_runs
 from freelm_pruner_client.sentences import sentences
 
+from pruner_service.engine.grammar import Writing, writable_head
+
 GUARD_MODES = ("off", "steer", "stop")
 """``off``: no guard; ``steer``: a failing token gives way to the model's best token that passes;
 ``stop``: the command list ends before a command that would fail."""
 
-_PREFIX_OPENS = '"prefix": "'
-_SUFFIX_OPENS = '", "suffix": "'
-_UNWRITABLE = re.compile(r'["\\\x00-\x1f]')
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-
-
-@dataclass(frozen=True)
-class Writing:
-    """The last command of a (partial) output as far as it is written."""
-
-    prefix: str
-    prefix_closed: bool
-    suffix: str | None  # None until the suffix opens
-    suffix_closed: bool
-
-    @property
-    def open(self) -> bool:
-        """Whether an anchor is being written (the next token extends or closes it)."""
-        return not self.prefix_closed or (self.suffix is not None and not self.suffix_closed)
-
-
-def last_command(text: str) -> Writing | None:
-    """The last command opened in ``text``, an output of the command grammar; None if none.
-    A trailing U+FFFD (a character cut between tokens) is dropped from an open anchor."""
-    opened = text.rfind(_PREFIX_OPENS)
-    if opened < 0:
-        return None
-    rest = text[opened + len(_PREFIX_OPENS) :]
-    if '"' not in rest:
-        return Writing(rest.rstrip("\ufffd"), False, None, False)
-    prefix = rest[: rest.index('"')]
-    if not rest.startswith(_SUFFIX_OPENS, len(prefix)):
-        return Writing(prefix, True, None, False)
-    suffix = rest[len(prefix) + len(_SUFFIX_OPENS) :]
-    if '"' in suffix:
-        return Writing(prefix, True, suffix[: suffix.index('"')], True)
-    return Writing(prefix, True, suffix.rstrip("\ufffd"), False)
 
 
 class AnchorGuard:
@@ -87,7 +52,7 @@ class AnchorGuard:
             return True
         if not self._prefix_passes(command.prefix, command.prefix_closed):
             return False
-        if command.suffix is None or not command.suffix:
+        if not command.suffix:
             return True
         return self._suffix_passes(command.prefix, command.suffix, command.suffix_closed)
 
@@ -113,10 +78,7 @@ class AnchorGuard:
     def _can_start(self, position: int) -> bool:
         if any(run.start <= position < run.end for run in self._loops):
             return False
-        window = self.trace[position : position + self.max_anchor_chars]
-        cut = _UNWRITABLE.search(window)
-        if cut:
-            window = window[: cut.start()]
+        window = writable_head(self.trace, position, self.max_anchor_chars)
         return bool(window) and not occurs_more_than_once(self.trace, window)
 
     def _prefix_passes(self, prefix: str, closed: bool) -> bool:

@@ -30,12 +30,13 @@ from pruner_service.engine.base import Proposal
 from pruner_service.engine.grammar import (
     canonical_json,
     command_grammar,
+    last_command,
     open_prefix,
     open_suffix,
     parse_commands,
     suffix_grammar,
 )
-from pruner_service.engine.guard import AnchorGuard, last_command
+from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import Profile, describe
 from pruner_service.engine.prompt import render_prompt

@@ -7,7 +7,8 @@ from freelm_pruner_client.loops import loop_runs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pruner_service.engine.guard import AnchorGuard, Writing, last_command
+from pruner_service.engine.grammar import Writing, last_command, writable_head
+from pruner_service.engine.guard import AnchorGuard
 
 LOOPY = "Add 3 and 4 to get 7. Wait, no. Wait, no. Wait, no. Then x is 7. Check: 3+4=7. Yes."
 
@@ -29,6 +30,14 @@ def test_last_command_reads_the_anchor_being_written() -> None:
     assert last_command('[{"prefix": "Wa"') == Writing("Wa", True, None, False)
     assert not Writing("Wa", True, "no.", True).open
     assert Writing("Wa", True, "no", False).open and Writing("Wa", False, None, False).open
+
+
+def test_writable_head_stops_at_the_limit_or_an_unwritable_character() -> None:
+    assert writable_head("Check: 3+4=7. Yes.", 0, 6) == "Check:"
+    assert writable_head("Check: 3+4=7. Yes.", 7, 5) == "3+4=7"
+    assert writable_head('Say "hi" now', 0, 48) == "Say "
+    assert writable_head("one line\nnext", 4, 48) == "line"
+    assert writable_head("abc", 3, 48) == ""
 
 
 def test_a_prefix_cannot_start_inside_a_loop() -> None:
