@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def job_ticket(request_id: str, content_hash: str) -> str:
+    """A job's identity on the queue: its request id bound to the hash of its content.
+
+    Results, in-flight marks and cancellations are keyed by it, never by the request id alone:
+    a request id is an idempotency key chosen by the caller (it leaks into logs and retries), so
+    a second request that reuses it with other content is a different job and can never be
+    answered with the first one's result. ``content_hash`` is fixed-length hex, so the key
+    cannot be forged by a request id that contains the separator.
+    """
+    return f"{content_hash}:{request_id}"
+
+
 @dataclass(frozen=True)
 class RedisKeys:
     """Key names of one deployment; several deployments share a Redis with different namespaces."""
@@ -36,24 +48,24 @@ class RedisKeys:
         """Hash: request id → how many times an engine computed it (audit and tests)."""
         return f"{self.namespace}:computations"
 
-    def result(self, request_id: str) -> str:
-        """A job's ``QueueResult``, by request id."""
-        return f"{self.namespace}:result:{request_id}"
+    def result(self, ticket: str) -> str:
+        """A job's ``QueueResult``, by its ``job_ticket`` (request id bound to content)."""
+        return f"{self.namespace}:result:{ticket}"
 
-    def inflight(self, request_id: str) -> str:
-        """Set while a request id is queued or computing, so a retry does not enqueue it twice."""
-        return f"{self.namespace}:inflight:{request_id}"
+    def inflight(self, ticket: str) -> str:
+        """Set while a job is queued or computing, so a retry does not enqueue it twice."""
+        return f"{self.namespace}:inflight:{ticket}"
 
-    def cancelled(self, request_id: str) -> str:
+    def cancelled(self, ticket: str) -> str:
         """Set when a caller went away (cancelled, or past its deadline): workers skip the job."""
-        return f"{self.namespace}:cancelled:{request_id}"
+        return f"{self.namespace}:cancelled:{ticket}"
 
     def cache(self, content_hash: str) -> str:
         """A cached ``PruneResponse``, by content hash."""
         return f"{self.namespace}:cache:{content_hash}"
 
     def notify(self, frontend_id: str) -> str:
-        """The pub/sub channel a frontend listens on for finished request ids."""
+        """The pub/sub channel a frontend listens on for finished jobs' ``job_ticket``."""
         return f"{self.namespace}:notify:{frontend_id}"
 
     def heartbeat(self, worker_id: str) -> str:

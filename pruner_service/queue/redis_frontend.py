@@ -1,11 +1,14 @@
 """The frontend side of the Redis queue: admit jobs onto the stream and settle them from results.
 
-``submit`` answers at once from a stored result (a retried request id) or the result cache (same
+``submit`` answers at once from a stored result (a retried request) or the result cache (same
 content), refuses work past ``max_queue``, and otherwise adds the job to the stream unless the same
-request id is already in flight. One listener thread per frontend receives finished request ids on
-the frontend's pub/sub channel and settles the waiting jobs; it also polls the results of waiting
-jobs, so a notification lost while Redis restarted costs a poll interval, not the request. While
-Redis is unreachable, ``submit`` raises ``Unavailable`` at once and nothing waits past its deadline.
+job is already in flight. A job is its request id bound to its content (``keys.job_ticket``): a
+request that reuses another's id with different content is computed as a job of its own, never
+answered with the other's result. One listener thread per frontend receives finished jobs' tickets
+on the frontend's pub/sub channel and settles the waiting jobs; it also polls the results of
+waiting jobs, so a notification lost while Redis restarted costs a poll interval, not the request.
+While Redis is unreachable, ``submit`` raises ``Unavailable`` at once and nothing waits past its
+deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pruner_service.errors import QueueFull, Unavailable
 from pruner_service.metrics import Metrics
 from pruner_service.queue.base import Job
 from pruner_service.queue.codec import cached_response, content_hash, decode_result, encode_job
-from pruner_service.queue.keys import RedisKeys
+from pruner_service.queue.keys import RedisKeys, job_ticket
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +42,7 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
-"""Marks a request id in flight and adds its job, atomically, unless it is already in flight."""
+"""Marks a job in flight and adds it to the stream, atomically, unless it is already in flight."""
 
 
 class RedisFrontend:
@@ -74,9 +77,10 @@ class RedisFrontend:
             raise Unavailable("the server is shutting down; not accepting new requests")
         request = job.request
         key = content_hash(self.info, request)
+        ticket = job_ticket(request.request_id, key)
         try:
             lookup = self.client.pipeline(transaction=False)
-            lookup.get(self.keys.result(request.request_id))
+            lookup.get(self.keys.result(ticket))
             lookup.get(self.keys.cache(key))
             lookup.xlen(self.keys.jobs)
             stored, cached, depth = lookup.execute()
@@ -85,15 +89,15 @@ class RedisFrontend:
             if depth >= self.max_queue:
                 raise QueueFull(f"queue is full ({self.max_queue} requests waiting); retry later")
             with self._lock:
-                self._waiting[request.request_id].append(job)
-            job.future.add_done_callback(functools.partial(self._on_done, job))
+                self._waiting[ticket].append(job)
+            job.future.add_done_callback(functools.partial(self._on_done, ticket, job))
             ttl = max(1, int(job.deadline - time.time()) + 1)
             self._enqueue(
-                keys=[self.keys.inflight(request.request_id), self.keys.jobs],
+                keys=[self.keys.inflight(ticket), self.keys.jobs],
                 args=[ttl, encode_job(job, self.channel, key)],
             )
         except redis.RedisError as exc:
-            self._forget(job)
+            self._forget(ticket, job)
             raise Unavailable(f"the queue (Redis) is unavailable: {exc}") from None
 
     def _answer_from_store(self, job: Job, stored: bytes | None, cached: bytes | None) -> bool:
@@ -110,13 +114,13 @@ class RedisFrontend:
             job.finish(cached_response(cached, request, (time.time() - job.enqueued_at) * 1e3))
         return True
 
-    def _on_done(self, job: Job, _: object = None) -> None:
+    def _on_done(self, ticket: str, job: Job, _: object = None) -> None:
         """Marks a cancelled job (caller gone or past its deadline) so workers skip it."""
         if not job.future.cancelled():
             return
         ttl = max(1, int(job.deadline - time.time()) + 60)
         with contextlib.suppress(redis.RedisError):
-            self.client.set(self.keys.cancelled(job.request.request_id), b"1", ex=ttl)
+            self.client.set(self.keys.cancelled(ticket), b"1", ex=ttl)
 
     def depth(self) -> int:
         try:
@@ -148,13 +152,13 @@ class RedisFrontend:
         return None if workers is not None else "no live worker"
 
     # results ---------------------------------------------------------------------------------
-    def _forget(self, job: Job) -> None:
+    def _forget(self, ticket: str, job: Job) -> None:
         with self._lock:
-            jobs = self._waiting.get(job.request.request_id, [])
+            jobs = self._waiting.get(ticket, [])
             if job in jobs:
                 jobs.remove(job)
             if not jobs:
-                self._waiting.pop(job.request.request_id, None)
+                self._waiting.pop(ticket, None)
 
     def _settle_one(self, job: Job, data: bytes) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -165,9 +169,9 @@ class RedisFrontend:
         else:
             job.finish(outcome)
 
-    def _settle(self, request_id: str, data: bytes) -> None:
+    def _settle(self, ticket: str, data: bytes) -> None:
         with self._lock:
-            jobs = self._waiting.pop(request_id, [])
+            jobs = self._waiting.pop(ticket, [])
         for job in jobs:
             self._settle_one(job, data)
 
@@ -189,10 +193,10 @@ class RedisFrontend:
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=POLL_S)
             if message and message.get("type") == "message":
-                request_id = message["data"].decode()
-                data = _bytes(self.client.get(self.keys.result(request_id)))
+                ticket = message["data"].decode()
+                data = _bytes(self.client.get(self.keys.result(ticket)))
                 if data is not None:
-                    self._settle(request_id, data)
+                    self._settle(ticket, data)
             if time.monotonic() >= next_poll:
                 self._poll()
                 next_poll = time.monotonic() + POLL_S
@@ -200,18 +204,18 @@ class RedisFrontend:
     def _poll(self) -> None:
         """Settles waiting jobs whose results exist; drops jobs that were already settled."""
         with self._lock:
-            for request_id in [
-                r for r, jobs in self._waiting.items() if all(j.future.done() for j in jobs)
+            for ticket in [
+                t for t, jobs in self._waiting.items() if all(j.future.done() for j in jobs)
             ]:
-                del self._waiting[request_id]
-            ids = list(self._waiting)
-        if not ids:
+                del self._waiting[ticket]
+            tickets = list(self._waiting)
+        if not tickets:
             return
-        for request_id, data in zip(
-            ids, self.client.mget([self.keys.result(i) for i in ids]), strict=True
+        for ticket, data in zip(
+            tickets, self.client.mget([self.keys.result(t) for t in tickets]), strict=True
         ):
             if data is not None:
-                self._settle(request_id, data)
+                self._settle(ticket, data)
 
 
 def _bytes(value: object) -> bytes | None:

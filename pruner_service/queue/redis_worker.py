@@ -2,10 +2,11 @@
 
 Each loop: beat the heartbeat, reclaim jobs of dead workers (``XAUTOCLAIM`` past ``claim_idle_ms``),
 then read up to ``max_batch`` new jobs (waiting ``max_wait_ms`` for a batch to fill) and run them as
-one engine batch through ``Worker``. A job already answered (a redelivery) or in the result cache
-is answered without compute; an expired one is answered ``DEADLINE_EXCEEDED`` without compute.
-Results are stored and announced before the entry is acknowledged, so a crash in between means a
-redelivery answered from the store, never a lost request. An engine failure leaves the job pending
+one engine batch through ``Worker``. A job already answered (a redelivery: the same request id and
+content) or in the result cache is answered without compute; an expired one is answered
+``DEADLINE_EXCEEDED`` without compute. Results are stored and announced before the entry is
+acknowledged, so a crash in between means a redelivery answered from the store, never a lost
+request. An engine failure leaves the job pending
 for another try; past ``max_deliveries`` it goes to the dead-letter stream and its caller gets an
 error. Reclaimed jobs on their third delivery or later run alone, so a job that kills its worker
 cannot keep taking its batch neighbours down with it.
@@ -31,7 +32,7 @@ from pruner_service.errors import Internal, PrunerError
 from pruner_service.metrics import Metrics
 from pruner_service.queue.base import Job
 from pruner_service.queue.codec import cached_response, decode_job, encode_result
-from pruner_service.queue.keys import RedisKeys
+from pruner_service.queue.keys import RedisKeys, job_ticket
 from pruner_service.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,11 @@ class _Entry:
     reply_to: str
     content_hash: str
     deliveries: int
+
+    @property
+    def ticket(self) -> str:
+        """The job's request id bound to its content: the key of its result and marks."""
+        return job_ticket(self.job.request.request_id, self.content_hash)
 
 
 class RedisWorkerLoop:
@@ -177,7 +183,7 @@ class RedisWorkerLoop:
                 reason = str(exc).encode()
                 self.client.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
                 pipe = self.client.pipeline(transaction=False)
-                self._ack(pipe, entry_id, "")
+                self._ack(pipe, entry_id, None)
                 pipe.execute()
                 continue
             entries.append(
@@ -205,21 +211,20 @@ class RedisWorkerLoop:
         pipe.execute()
 
     def _answer_known(self, entries: list[_Entry]) -> list[_Entry]:
-        """Answers entries whose request id has a result or whose content is cached; returns the
-        ones left to compute."""
+        """Answers entries whose job has a result or whose content is cached; returns the ones
+        left to compute."""
         if not entries:
             return []
         lookup = self.client.pipeline(transaction=False)
         for entry in entries:
-            request_id = entry.job.request.request_id
-            lookup.exists(self.keys.result(request_id), self.keys.cancelled(request_id))
+            lookup.exists(self.keys.result(entry.ticket), self.keys.cancelled(entry.ticket))
             lookup.get(self.keys.cache(entry.content_hash))
         found = lookup.execute()
         pipe = self.client.pipeline(transaction=False)
         todo = []
         for entry, done, cached in zip(entries, found[0::2], found[1::2], strict=True):
             if done:  # answered already, or its caller went away
-                self._ack(pipe, entry.entry_id, entry.job.request.request_id)
+                self._ack(pipe, entry.entry_id, entry.ticket)
             elif cached is not None:
                 if self.metrics:
                     self.metrics.cache_hits.inc()
@@ -251,19 +256,18 @@ class RedisWorkerLoop:
 
     def _publish(self, pipe: Any, entry: _Entry, data: bytes, cache: bool) -> None:
         """Queues on ``pipe``: store the result (and cache a success), announce it, then ack."""
-        request_id = entry.job.request.request_id
-        pipe.set(self.keys.result(request_id), data, ex=self.settings.result_ttl_s)
+        pipe.set(self.keys.result(entry.ticket), data, ex=self.settings.result_ttl_s)
         if cache:
             pipe.set(self.keys.cache(entry.content_hash), data, ex=self.settings.cache_ttl_s)
-        pipe.publish(entry.reply_to, request_id.encode())
-        self._ack(pipe, entry.entry_id, request_id)
+        pipe.publish(entry.reply_to, entry.ticket.encode())
+        self._ack(pipe, entry.entry_id, entry.ticket)
 
-    def _ack(self, pipe: Any, entry_id: bytes, request_id: str) -> None:
+    def _ack(self, pipe: Any, entry_id: bytes, ticket: str | None) -> None:
         pipe.xack(self.keys.jobs, self.keys.group, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)
         pipe.hdel(self.keys.deliveries, entry_id.decode())
-        if request_id:
-            pipe.delete(self.keys.inflight(request_id))
+        if ticket is not None:
+            pipe.delete(self.keys.inflight(ticket))
 
     def _dead_letter(self, pipe: Any, entry: _Entry, reason: str) -> None:
         request_id = entry.job.request.request_id

@@ -19,6 +19,7 @@ import pytest
 import redis
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+from freelm_pruner_client.anchors import Deletion, Source, apply_deletions
 
 from pruner_service.queue.keys import RedisKeys
 from tests.conftest import wait_for_health
@@ -116,6 +117,24 @@ def test_two_frontends_two_workers_answer_500_requests_once_each(
     counts = redis.Redis(port=redis_server.port).hgetall(RedisKeys(NAMESPACE).computations)
     assert counts and all(int(v) == 1 for v in counts.values()), "a job was computed twice"
     assert {k.decode() for k in counts} <= {f"q{n}" for n in range(500)}
+
+
+def test_a_reused_request_id_never_gets_another_callers_result(spawn) -> None:
+    spawn("worker")
+    _, front = spawn("frontend")
+    with grpc.insecure_channel(front) as channel:
+        wait_for_health(channel)
+    first = prune(front, pb.PruneRequest(request_id="shared", trace=trace(1)))
+    second = prune(front, pb.PruneRequest(request_id="shared", trace=trace(2)))
+    for reply, text in ((first, trace(1)), (second, trace(2))):
+        deletions = [
+            Deletion(
+                d.start, d.end, d.byte_start, d.byte_end, Source(pb.DeletionSource.Name(d.source))
+            )
+            for d in reply.deletions
+        ]
+        assert reply.pruned_trace == apply_deletions(text, deletions)
+    assert first.pruned_trace.endswith("So 3.") and second.pruned_trace.endswith("So 5.")
 
 
 def test_a_killed_workers_jobs_are_reclaimed_by_the_other(spawn, redis_server) -> None:
