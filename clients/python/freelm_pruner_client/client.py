@@ -19,7 +19,7 @@ import grpc.aio
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
-from freelm_pruner_client.errors import from_rpc_error
+from freelm_pruner_client.errors import InvalidArgumentError, from_rpc_error
 
 SERVICE = "freelm.pruner.v1.Pruner"
 DEFAULT_TIMEOUT_S = 300.0
@@ -95,10 +95,33 @@ class ChannelConfig:
         return api.secure_channel(self.address, self.tls.credentials(), options=self.options())
 
 
+def lone_surrogate(text: str) -> int | None:
+    """The position, in code points, of the first lone surrogate (U+D800 to U+DFFF) in ``text``,
+    or None. A Python str can hold one (the JSON escape ``\\ud83d`` alone decodes to it), but
+    UTF-8, and so protobuf, cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return int(exc.start)
+    return None
+
+
+def check_text(**fields: str) -> None:
+    """Raises ``InvalidArgumentError`` naming the first field that holds a lone surrogate and
+    its position in code points; the text itself is never echoed."""
+    for name, text in fields.items():
+        position = lone_surrogate(text)
+        if position is not None:
+            raise InvalidArgumentError(f"{name} has a lone surrogate at code point {position}")
+
+
 def build_request(
     trace: str, question: str = "", request_id: str = "", **options: Any
 ) -> pb.PruneRequest:
-    """A ``PruneRequest``; ``options`` are ``PruneOptions`` fields (unset: server defaults)."""
+    """A ``PruneRequest``; ``options`` are ``PruneOptions`` fields (unset: server defaults).
+    Raises ``InvalidArgumentError`` (before anything is sent) when a text field cannot be
+    encoded (``check_text``)."""
+    check_text(trace=trace, question=question, request_id=request_id)
     return pb.PruneRequest(
         request_id=request_id, trace=trace, question=question, options=pb.PruneOptions(**options)
     )
@@ -127,7 +150,8 @@ class PrunerClient:
         timeout: float | None = None,
         **options: Any,
     ) -> pb.PruneResponse:
-        """Prunes ``trace`` within ``timeout`` seconds (retries included)."""
+        """Prunes ``trace`` within ``timeout`` seconds (retries included); a text with a lone
+        surrogate raises ``InvalidArgumentError`` without a call (``build_request``)."""
         request = build_request(trace, question, request_id, **options)
         try:
             response: pb.PruneResponse = self._stub.Prune(request, timeout=timeout or self.timeout)
@@ -187,6 +211,7 @@ class AsyncPrunerClient:
         timeout: float | None = None,
         **options: Any,
     ) -> pb.PruneResponse:
+        """As ``PrunerClient.prune``."""
         request = build_request(trace, question, request_id, **options)
         try:
             response: pb.PruneResponse = await self._stub.Prune(
