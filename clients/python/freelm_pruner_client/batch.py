@@ -1,14 +1,18 @@
 """Batch pruning of stored traces: JSONL in, JSONL out, resumable, bounded memory.
 
 Records stream from the input one line at a time; at most ``concurrency`` calls are in flight.
-Each output line names its record (the input's ``id``, else its line number) and carries either
-``result`` (the reply, with the proto's field names) or ``error`` (status and message). A rerun
-keeps the finished lines and computes only the rest; records that failed with a transient status
-(``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED``) count as unfinished.
+The input is UTF-8, with or without a byte order mark; a line that is not UTF-8 or not a JSON
+object is recorded as an error and the run goes on. Each output line names its record (the
+input's ``id``, written back as the same JSON value, else its line number as a string) and
+carries either ``result`` (the reply, with the proto's field names) or ``error`` (status and
+message). A rerun keeps the finished lines and computes only the rest; records that failed with
+a transient status (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED``) count as
+unfinished.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -22,7 +26,7 @@ from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
 
-from freelm_pruner_client.client import PrunerClient
+from freelm_pruner_client.client import PrunerClient, lone_surrogate
 from freelm_pruner_client.errors import PrunerClientError
 
 TRANSIENT = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
@@ -52,17 +56,29 @@ class Summary:
 
 @dataclass(frozen=True)
 class Record:
-    """One input record: its id, line number, and the fields to send (or why it is unusable)."""
+    """One input record: its id (any JSON value) and resume key, its line number, and the fields
+    to send (or why it is unusable)."""
 
-    key: str
+    id: Any
     line: int
     trace: str = ""
     question: str = ""
     problem: str = ""
 
+    @property
+    def key(self) -> str:
+        return record_key(self.id)
 
-def finished_keys(out_path: Path) -> set[str]:
-    """Keys already answered in ``out_path``; rewrites it without unfinished or partial lines."""
+
+def record_key(record_id: Any) -> str:
+    """The resume key of a record id of any JSON type: its canonical JSON text, so that ``7``
+    and ``"7"`` stay two records and an object id matches whatever its keys' order."""
+    return json.dumps(record_id, sort_keys=True, separators=(",", ":"))
+
+
+def finished_keys(out_path: Path, key: Callable[[Any], str] = str) -> set[str]:
+    """Keys (``key`` of each line's id) already answered in ``out_path``; rewrites it without
+    unfinished or partial lines."""
     if not out_path.exists():
         return set()
     kept: list[str] = []
@@ -77,7 +93,7 @@ def finished_keys(out_path: Path) -> set[str]:
                 continue
             if item.get("error", {}).get("code") in TRANSIENT:
                 continue
-            keys.add(str(item["id"]))
+            keys.add(key(item["id"]))
             kept.append(raw)
     tmp = out_path.with_suffix(out_path.suffix + ".tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
@@ -86,14 +102,22 @@ def finished_keys(out_path: Path) -> set[str]:
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """``(line number, object, problem)`` for each non-blank line of a JSONL file, one at a time:
-    the parsed object, or None and why the line is not one."""
-    with path.open(encoding="utf-8") as handle:
+    """``(line number, object, problem)`` for each non-blank line of a UTF-8 JSONL file (a byte
+    order mark at its start is skipped), one at a time: the parsed object, or None and why the
+    line is not one (a line that is not UTF-8: the offset of its first bad byte in the line)."""
+    with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
-            if not raw.strip():
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, None, f"line {number} is not valid UTF-8 at byte {exc.start}"
+                continue
+            if not text.strip():
                 continue
             try:
-                item = json.loads(raw)
+                item = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield number, None, f"line {number} is not JSON: {exc}"
                 continue
@@ -109,13 +133,13 @@ def read_records(path: Path, field_name: str, question_field: str) -> Iterator[R
         if item is None:
             yield Record(str(number), number, problem=problem)
             continue
-        key = str(item.get("id", number))
+        record_id = item["id"] if "id" in item else str(number)
         trace = item.get(field_name)
         if not isinstance(trace, str):
-            yield Record(key, number, problem=f"record has no string field {field_name!r}")
+            yield Record(record_id, number, problem=f"record has no string field {field_name!r}")
             continue
         question = item.get(question_field, "")
-        yield Record(key, number, trace, question if isinstance(question, str) else "")
+        yield Record(record_id, number, trace, question if isinstance(question, str) else "")
 
 
 def count_lines(path: Path) -> int:
@@ -169,7 +193,7 @@ class BatchJob:
 
     def run(self) -> Summary:
         """Prunes every unfinished record; returns the summary."""
-        done = finished_keys(self.output_path)
+        done = finished_keys(self.output_path, record_key)
         summary = Summary(skipped=len(done))
         progress = Progress(count_lines(self.input_path), len(done)) if self.show_progress else None
         lock = threading.Lock()
@@ -192,18 +216,18 @@ class BatchJob:
     def _one(self, record: Record) -> dict[str, Any]:
         if record.problem:
             return {
-                "id": record.key,
+                "id": record.id,
                 "line": record.line,
                 "error": _error("INVALID_ARGUMENT", record.problem),
             }
         try:
             reply = self.client.prune(record.trace, record.question, **self.options)
         except PrunerClientError as exc:
-            return {"id": record.key, "line": record.line, "error": _error(exc.code.name, str(exc))}
+            return {"id": record.id, "line": record.line, "error": _error(exc.code.name, str(exc))}
         result = MessageToDict(
             reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        return {"id": record.key, "line": record.line, "result": result}
+        return {"id": record.id, "line": record.line, "result": result}
 
     @staticmethod
     def _writer(
@@ -219,12 +243,12 @@ class BatchJob:
                 item = future.result()
             except Exception as exc:  # a bug in one record must not stop the run
                 item = {
-                    "id": record.key,
+                    "id": record.id,
                     "line": record.line,
                     "error": _error("INTERNAL", repr(exc)),
                 }
             with lock:
-                out.write(json.dumps(item, ensure_ascii=False) + "\n")
+                out.write(_json_line(item))
                 out.flush()
                 _count(summary, item)
                 if progress:
@@ -232,6 +256,15 @@ class BatchJob:
             window.release()
 
         return write
+
+
+def _json_line(item: dict[str, Any]) -> str:
+    """``item`` as one JSON line, non-ASCII text as is; with ASCII escapes instead when it holds
+    a lone surrogate (an id can), which a UTF-8 file cannot."""
+    line = json.dumps(item, ensure_ascii=False)
+    if lone_surrogate(line) is not None:
+        line = json.dumps(item)
+    return line + "\n"
 
 
 def _error(code: str, message: str) -> dict[str, str]:
