@@ -14,19 +14,44 @@ from freelm_pruner_client.client import PrunerClient, Tls
 from freelm_pruner_client.errors import PrunerClientError
 
 
+def connection_options(in_command: bool) -> argparse.ArgumentParser:
+    """The connection options, a parent of the top-level parser and of each command's, so they
+    go before or after the command. A command's copy has no defaults (``SUPPRESS``): a value
+    given before the command is kept, and the top-level copy supplies the defaults."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if in_command else value
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection (before or after the command)")
+    group.add_argument(
+        "--server",
+        default=default("127.0.0.1:50051"),
+        help="HOST:PORT of the service (default 127.0.0.1:50051)",
+    )
+    group.add_argument(
+        "--tls-ca", type=Path, default=default(None), help="PEM CA bundle: connect with TLS"
+    )
+    group.add_argument(
+        "--timeout", type=float, default=default(300.0), help="seconds per call (default 300)"
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="freelm-pruner-client", description="Client of the FreeLM Pruner service."
+        prog="freelm-pruner-client",
+        description="Client of the FreeLM Pruner service.",
+        parents=[connection_options(in_command=False)],
     )
-    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the service")
-    parser.add_argument("--tls-ca", type=Path, help="PEM CA bundle: connect with TLS")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     commands = parser.add_subparsers(dest="command", required=True)
     batch = commands.add_parser(
         "batch",
+        parents=[connection_options(in_command=True)],
         help="prune every record of a JSONL file",
-        description="Prunes a JSONL file of records into another; rerunning resumes. Each output "
-        "line has the record's id (or line number) and a result or an error.",
+        description="Prunes a UTF-8 JSONL file of records (a byte order mark is fine) into "
+        "another; rerunning resumes. Each output line has the record's id (the same JSON value, "
+        "or the line number) and a result or an error.",
     )
     batch.add_argument("input", type=Path, help="input JSONL file")
     batch.add_argument("-o", "--output", type=Path, required=True, help="output JSONL file")
@@ -51,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stated (protected by default)",
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
-    commands.add_parser("info", help="print the server's model and limits as JSON")
+    commands.add_parser(
+        "info",
+        parents=[connection_options(in_command=True)],
+        help="print the server's model and limits as JSON",
+    )
     return parser
 
 

@@ -1,5 +1,6 @@
-"""Text validity at the client's edges, against an in-process echo server: a lone surrogate is
-refused before sending, and the batch tool takes a BOM, ids of any JSON type and bad lines."""
+"""The client's edges, against an in-process echo server: a lone surrogate is refused before
+sending, the batch tool takes a BOM, ids of any JSON type and bad lines, and the connection
+options go before or after the command."""
 
 from __future__ import annotations
 
@@ -124,3 +125,18 @@ def test_a_rerun_skips_every_finished_record_whatever_its_id_type(
     assert batch(echo[1], source, target) == 0
     assert target.read_bytes() == first
     assert echo[0].calls == len(ids)
+
+
+def test_connection_options_go_before_or_after_the_command(
+    echo: tuple[Echo, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "trace": "t"}\n', encoding="utf-8")
+    for n, before in enumerate((True, False)):
+        assert batch(echo[1], source, tmp_path / f"out{n}.jsonl", before) == 0
+        assert lines(tmp_path / f"out{n}.jsonl")[0]["result"]["pruned_trace"] == "t"
+    assert cli.main(["info", "--server", echo[1]]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] == "echo"
+    assert echo[0].calls == 3
+    parsed = cli.build_parser().parse_args(["--server", "a:1", "--tls-ca", "ca.pem", "info"])
+    assert (parsed.server, parsed.tls_ca, parsed.timeout) == ("a:1", Path("ca.pem"), 300.0)
