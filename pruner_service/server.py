@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import structlog
 from freelm.pruner.v1 import pruner_pb2 as pb
-from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -29,6 +28,7 @@ from pruner_service.errors import PrunerError, status_of
 from pruner_service.metrics import Metrics
 from pruner_service.service import PrunerService
 from pruner_service.servicer import PrunerServicer
+from pruner_service.wire import add_pruner_servicer, decoded
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Pruner"].full_name
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL.
+    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL. A
+    unary request that did not decode (``wire.Undecodable``) is its ``InvalidArgument``.
     Counts answered ``Prune`` calls by status when given metrics."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
@@ -85,7 +86,7 @@ def _guard_unary(
             request_id=getattr(request, "request_id", None)
         ):
             try:
-                reply = behaviour(request, context)
+                reply = behaviour(decoded(request), context)
             except Exception as exc:
                 if _is_abort(context):
                     raise
@@ -141,7 +142,7 @@ def build_server(
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
     )
-    pb_grpc.add_PrunerServicer_to_server(PrunerServicer(service), server)
+    add_pruner_servicer(PrunerServicer(service), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)

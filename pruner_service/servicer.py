@@ -1,6 +1,8 @@
 """The gRPC servicer: each RPC converts proto → domain, calls the service once, converts back.
 
 Errors are raised as domain exceptions and mapped to status codes by ``server.ErrorInterceptor``.
+A stream item whose bytes did not decode (``wire.Undecodable``) is answered with its error, as an
+item that fails validation is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pruner_service import convert
 from pruner_service.domain import PruneRequest, PruneResult, new_request_id
 from pruner_service.errors import PrunerError
 from pruner_service.service import PrunerService, Rejected
+from pruner_service.wire import Undecodable, decoded
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +39,9 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
         return convert.result_to_proto(result)
 
     def PruneStream(
-        self, request_iterator: Iterator[pb.PruneRequest], context: grpc.ServicerContext
+        self,
+        request_iterator: Iterator[pb.PruneRequest | Undecodable],
+        context: grpc.ServicerContext,
     ) -> Iterator[pb.PruneStreamResponse]:
         deadline = self.service.deadline_for(context.time_remaining())
         items = (self._stream_item(message) for message in request_iterator)
@@ -47,9 +52,9 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
                 _log_result(item)
             yield convert.stream_item_to_proto(request_id, item)
 
-    def _stream_item(self, message: pb.PruneRequest) -> PruneRequest | Rejected:
+    def _stream_item(self, message: pb.PruneRequest | Undecodable) -> PruneRequest | Rejected:
         try:
-            return convert.request_from_proto(message, self.service.limits)
+            return convert.request_from_proto(decoded(message), self.service.limits)
         except PrunerError as exc:
             return Rejected(message.request_id or new_request_id(), exc)
 
