@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC service")
     _add_settings_flags(serve)
     prune = commands.add_parser("prune", help="prune one trace (local engine or --server)")
-    prune.add_argument("file", nargs="?", default="-", help="trace file, or - for stdin")
+    prune.add_argument("file", nargs="?", default="-", help="UTF-8 trace file, or - for stdin")
     prune.add_argument("--server", help="HOST:PORT of a running service (default: local engine)")
     prune.add_argument("--json", action="store_true", help="print the full reply as JSON")
     prune.add_argument("--timeout", type=float, default=300.0, help="seconds")
@@ -237,9 +237,10 @@ def _fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _read_trace(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    return Path(name).read_text(encoding="utf-8")
+    """The UTF-8 text of file ``name`` (``-``: stdin); raises ``OSError`` when it cannot be read
+    and ``UnicodeDecodeError`` when it is not UTF-8."""
+    data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    return data.decode("utf-8")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,6 +267,10 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnicodeDecodeError as exc:
+        source = "stdin" if args.file == "-" else args.file
+        print(f"error: {source} is not valid UTF-8 at byte {exc.start}", file=sys.stderr)
+        return EXIT_USAGE
     response = _prune_remote(args, trace) if args.server else _prune_local(args, settings, trace)
     if response is None:
         return EXIT_FAILED
@@ -286,19 +291,19 @@ def _prune_remote(args: argparse.Namespace, trace: str) -> Any:
 
 
 def _prune_local(args: argparse.Namespace, settings: Settings, trace: str) -> Any:
-    from freelm.pruner.v1 import pruner_pb2 as pb
+    from freelm_pruner_client.client import build_request
+    from freelm_pruner_client.errors import PrunerClientError
 
     from pruner_service import convert
     from pruner_service.app import build_service
     from pruner_service.errors import PrunerError, status_of
 
+    try:  # the client's checks: a text with a lone surrogate is refused before the model loads
+        message = build_request(trace, args.question, args.request_id, **_options(args))
+    except PrunerClientError as exc:
+        print(f"error: {exc.code.name}: {exc}", file=sys.stderr)
+        return None
     service = build_service(settings)
-    message = pb.PruneRequest(
-        request_id=args.request_id,
-        trace=trace,
-        question=args.question,
-        options=pb.PruneOptions(**_options(args)),
-    )
     try:
         request = convert.request_from_proto(message, service.limits)
         service.start(background=False)
