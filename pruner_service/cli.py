@@ -1,7 +1,8 @@
 """The ``freelm-pruner`` command: serve, prune, info, fetch, and data, synth, train, eval.
 
 Every server setting is a flag (``--max-batch``) and a variable (``FREELM_MAX_BATCH``); the flag
-wins. ``prune`` and ``info`` run a local engine unless ``--server HOST:PORT`` names a running one.
+wins. ``prune`` and ``info`` run a local engine unless ``--server HOST:PORT`` names a running one;
+``--server`` and ``--timeout`` go before or after the command.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pruner_service.logging import configure_logging
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -60,23 +62,52 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _connection_options(in_command: bool) -> argparse.ArgumentParser:
+    """``--server`` and ``--timeout`` of ``prune`` and ``info`` (and the top-level ``--server``
+    that ``eval`` reads): a parent of the top-level parser and of those commands' parsers, so
+    they go before or after the command. A command's copy has
+    no defaults (``SUPPRESS``): a value given before the command is kept, and the top-level copy
+    supplies the defaults."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if in_command else value
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "connection, for prune, info and eval's --server (before or after the command)"
+    )
+    group.add_argument(
+        "--server",
+        default=default(None),
+        help="HOST:PORT of a running service (default: a local engine)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=default(DEFAULT_TIMEOUT_S),
+        help=f"seconds per call (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freelm-pruner",
         description="Context pruning for reasoning models: which parts of a trace to forget.",
+        parents=[_connection_options(in_command=False)],
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC service")
     _add_settings_flags(serve)
-    prune = commands.add_parser("prune", help="prune one trace (local engine or --server)")
+    connection = _connection_options(in_command=True)
+    prune = commands.add_parser(
+        "prune", parents=[connection], help="prune one trace (local engine or --server)"
+    )
     prune.add_argument("file", nargs="?", default="-", help="UTF-8 trace file, or - for stdin")
-    prune.add_argument("--server", help="HOST:PORT of a running service (default: local engine)")
     prune.add_argument("--json", action="store_true", help="print the full reply as JSON")
-    prune.add_argument("--timeout", type=float, default=300.0, help="seconds")
     _add_option_flags(prune)
     _add_settings_flags(prune)
-    info = commands.add_parser("info", help="describe the model and limits")
-    info.add_argument("--server", help="HOST:PORT of a running service (default: local engine)")
+    info = commands.add_parser("info", parents=[connection], help="describe the model and limits")
     info.add_argument("--json", action="store_true")
     _add_settings_flags(info)
     fetch = commands.add_parser("fetch", help="fetch and cache the profile's embedded model")
@@ -175,7 +206,11 @@ def _add_training_commands(commands: Any) -> None:
         "eval", help="score the service's deletions against gold spans, with baselines"
     )
     evaluate.add_argument("file", type=Path, help="records: {id, trace, redundant_spans, ...}")
-    evaluate.add_argument("--server", help="HOST:PORT of a running service (default: local)")
+    evaluate.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,  # the top-level copy's value (or None) when not given here
+        help="HOST:PORT of a running service (default: local; also before the command)",
+    )
     evaluate.add_argument("--predictions", type=Path, help="score this file instead of running")
     evaluate.add_argument("--limit", type=int, default=0, help="first N records only")
     evaluate.add_argument(
@@ -348,7 +383,7 @@ def _info(args: argparse.Namespace, settings: Settings) -> int:
         from freelm_pruner_client.client import PrunerClient
         from freelm_pruner_client.errors import PrunerClientError
 
-        with PrunerClient(args.server) as client:
+        with PrunerClient(args.server, timeout=args.timeout) as client:
             try:
                 info = client.model_info()
             except PrunerClientError as exc:

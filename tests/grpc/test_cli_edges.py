@@ -1,5 +1,6 @@
-"""``freelm-pruner prune`` at its edges, in-process, with the fake engine (locally or behind a
-real server): text that is not UTF-8 or holds a lone surrogate ends with a one-line error."""
+"""``freelm-pruner prune`` and ``info`` at their edges, in-process, with the fake engine (locally
+or behind a real server): text that is not UTF-8 or holds a lone surrogate ends with a one-line
+error, and ``--server``/``--timeout`` go before or after the command."""
 
 from __future__ import annotations
 
@@ -110,3 +111,20 @@ def test_the_local_engine_still_prunes(
     monkeypatch.setattr(app, "build_service", lambda settings: real(settings, None, FakeEngine))
     assert cli.main(["prune", str(trace_file), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pruned_trace"] == ". Delta epsilon."
+
+
+def test_server_and_timeout_go_before_or_after_prune_and_info(
+    fake_server: tuple[str, FakeEngine], trace_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connection = ["--server", fake_server[0], "--timeout", "30"]
+    for command in (["prune", str(trace_file), "--json"], ["info", "--json"]):
+        replies = []
+        for argv in (connection + command, command + connection):
+            assert cli.main(argv) == 0, argv
+            replies.append(json.loads(capsys.readouterr().out))
+        assert replies[0].keys() == replies[1].keys()
+    parse = cli.build_parser().parse_args
+    assert parse(["--timeout", "5", "info"]).timeout == 5.0
+    assert parse(["info", "--timeout", "5"]).timeout == 5.0
+    assert (parse(["info"]).server, parse(["info"]).timeout) == (None, 300.0)
+    assert parse(["--server", "a:1", "eval", "f.jsonl"]).server == "a:1"
