@@ -5,8 +5,10 @@ from __future__ import annotations
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm_pruner_client.anchors import (
     ByteSpan,
+    Cancellation,
     Deletion,
     PruneOutcome,
+    Reason,
     ResolvedCommand,
     Source,
     Status,
@@ -91,6 +93,17 @@ def deletion_to_proto(deletion: Deletion) -> pb.Deletion:
     )
 
 
+def cancellation_to_proto(cancellation: Cancellation) -> pb.Cancellation:
+    return pb.Cancellation(
+        start=cancellation.start,
+        end=cancellation.end,
+        byte_start=cancellation.byte_start,
+        byte_end=cancellation.byte_end,
+        source=cancellation.source.value,
+        reason=cancellation.reason.value,
+    )
+
+
 def result_to_proto(result: PruneResult) -> pb.PruneResponse:
     usage, timing = result.usage, result.timing
     return pb.PruneResponse(
@@ -117,6 +130,7 @@ def result_to_proto(result: PruneResult) -> pb.PruneResponse:
         adapter_id=result.adapter_id,
         raw_output=result.raw_output,
         output_truncated=result.output_truncated,
+        cancellations=[cancellation_to_proto(c) for c in result.outcome.cancellations],
     )
 
 
@@ -181,6 +195,17 @@ def command_from_proto(message: pb.Command) -> ResolvedCommand:
     )
 
 
+def cancellation_from_proto(message: pb.Cancellation) -> Cancellation:
+    return Cancellation(
+        message.start,
+        message.end,
+        message.byte_start,
+        message.byte_end,
+        Source(pb.DeletionSource.Name(message.source)),
+        Reason(pb.CancelReason.Name(message.reason)),
+    )
+
+
 def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = True) -> PruneResult:
     """The domain result of a reply computed elsewhere (a queue worker, which always stores the
     pruned trace); ``return_pruned_trace`` is the asking request's option."""
@@ -196,6 +221,7 @@ def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = Tru
             deletions=deletions,
             pruned_trace=message.pruned_trace,
             removed_chars=u.removed_chars,
+            cancellations=tuple(cancellation_from_proto(c) for c in message.cancellations),
         ),
         raw_output=message.raw_output,
         usage=Usage(

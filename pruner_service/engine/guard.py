@@ -9,9 +9,10 @@ prefix (rule 3). The guard judges a command as it is written, token by token:
   from which a writable anchor of at most ``max_anchor_chars`` characters occurs once;
 - a finished prefix must occur exactly once;
 - a suffix must occur in the trace from its prefix's occurrence on, and a finished command must
-  resolve (rule 3) to a span that ends where a sentence ends (as ``sentences`` splits them, or
+  resolve (rule 3) to a span that ends where a sentence ends (as ``segments`` splits them, or
   at the trace's end), so it never leaves half a sentence behind, and that stays within one
-  paragraph (no blank line inside it). Every gold span the training data teach is so; a command
+  paragraph (no blank line inside it, whatever the line endings). Every gold span the training
+  data teach is so; a command
   running past a paragraph's end is the model overshooting into the next step.
 
 What the decoder does with a token that fails (steer to the best token that passes, or end the
@@ -20,20 +21,17 @@ command list there) is the engine's choice; the guard only judges.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
 from freelm_pruner_client.loops import loop_runs
-from freelm_pruner_client.sentences import sentences
+from freelm_pruner_client.segments import has_paragraph_break, sentences
 
 from pruner_service.engine.grammar import Writing, writable_head
 
 GUARD_MODES = ("off", "steer", "stop")
 """``off``: no guard; ``steer``: a failing token gives way to the model's best token that passes;
 ``stop``: the command list ends before a command that would fail."""
-
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
 class AnchorGuard:
@@ -101,6 +99,6 @@ class AnchorGuard:
             return (
                 span is not None
                 and self.ends_sentence(span.end)
-                and not _PARAGRAPH_BREAK.search(self.trace[span.start : span.end].strip())
+                and not has_paragraph_break(self.trace[span.start : span.end])
             )
         return self.trace.find(suffix, self.trace.find(prefix)) >= 0

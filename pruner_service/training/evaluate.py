@@ -19,7 +19,7 @@ from typing import Any
 
 from freelm_pruner_client.anchors import prune
 from freelm_pruner_client.loops import loop_spans
-from freelm_pruner_client.sentences import sentences
+from freelm_pruner_client.segments import sentences
 
 from pruner_service.domain import PruneOptions
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import openai
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Status, prune
 from freelm_pruner_client.batch import TRANSIENT, count_lines, finished_keys, json_objects
-from freelm_pruner_client.sentences import last_sentence
+from freelm_pruner_client.segments import last_sentence
 from tqdm import tqdm
 
 from pruner_service.engine.grammar import anchor_fits

@@ -18,7 +18,7 @@ import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from freelm_pruner_client.anchors import resolve_anchor
-from freelm_pruner_client.sentences import last_sentence, result_sentences
+from freelm_pruner_client.segments import last_sentence, result_sentences
 
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE, wait_for_health
 

@@ -14,7 +14,7 @@ import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from freelm_pruner_client.client import PrunerClient, build_request
-from freelm_pruner_client.sentences import result_sentences
+from freelm_pruner_client.segments import result_sentences
 
 from pruner_service.config import Settings
 from pruner_service.engine.profile import Profile

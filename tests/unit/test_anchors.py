@@ -11,6 +11,7 @@ from freelm_pruner_client.anchors import (
     AnchorCommand,
     Deletion,
     Protection,
+    Reason,
     Source,
     Span,
     Status,
@@ -18,7 +19,7 @@ from freelm_pruner_client.anchors import (
     prune,
     resolve_anchor,
 )
-from freelm_pruner_client.sentences import NUMBER, last_sentence, result_sentences, sentences
+from freelm_pruner_client.segments import NUMBER, last_sentence, result_sentences, sentences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,7 +154,14 @@ def test_the_last_sentence_is_protected_as_a_tail_of_its_length(
     for d in out.deletions:
         assert last is None or d.end <= last[0]
     as_tail = dataclasses.replace(prot, protect_tail_chars=max(prot.protect_tail_chars, tail))
-    assert out == prune(trace, commands, protection=as_tail)
+    want = prune(trace, commands, protection=as_tail)
+    assert (out.commands, out.deletions, out.pruned_trace) == (
+        want.commands,
+        want.deletions,
+        want.pruned_trace,
+    )
+    spans = [(c.start, c.end, c.source) for c in out.cancellations]
+    assert spans == [(c.start, c.end, c.source) for c in want.cancellations]
 
 
 # Digits, separators and sentence ends, so numbers recur, split and straddle sentences.
@@ -211,7 +219,7 @@ def test_result_sentences_are_protected_ranges(
     results = result_sentences(trace, question)
     for d in out.deletions:
         assert not any(d.start < end and start < d.end for start, end in results)
-    as_ranges = Protection(ranges=tuple(Span(*r) for r in results))
+    as_ranges = Protection(ranges=tuple((Span(*r), Reason.RESULT_SENTENCE) for r in results))
     assert out == prune(trace, commands, protection=as_ranges)
     assert prune(trace, commands) == prune(trace, commands, question=question)
 

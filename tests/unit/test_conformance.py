@@ -13,7 +13,7 @@ from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
 from pruner_service.worker import resolve
 
-VECTORS = Path(__file__).resolve().parents[2] / "proto" / "conformance" / "anchor_vectors_v1.json"
+VECTORS = Path(__file__).resolve().parents[2] / "proto" / "conformance" / "anchor_vectors_v2.json"
 CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
 
 

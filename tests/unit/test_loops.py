@@ -82,3 +82,125 @@ def test_a_loop_run_spans_every_copy_and_its_spans_lie_inside() -> None:
     assert loop_runs(text) == [Span(first, text.index(" Then"))]
     assert all(first < span.start and span.end <= text.index(" Then") for span in loop_spans(text))
     assert loop_runs("Wait, no. Wait, no. Then go on.") == []
+
+
+def test_a_two_line_block_repeated_keeps_one_copy() -> None:
+    block = "Let me stop process 4242 first.\nI will stop the stale process now.\n"
+    text = f"The port is taken.\n{block * 4}Done: the port is free."
+    assert collapse(text) == f"The port is taken.\n{block}Done: the port is free."
+
+
+def test_a_loop_of_eight_sentences_is_found() -> None:
+    unit = " ".join(f"Step {w} checks the value again." for w in "abcdefgh")
+    text = f"Start here. {unit} {unit} {unit} Finish there."
+    assert collapse(text) == f"Start here. {unit} Finish there."
+
+
+def test_a_loop_made_of_smaller_loops_collapses_whole() -> None:
+    text = "Go. A b c. A b c. A b c. Wait now. " * 3 + "End."
+    assert collapse(text) == "Go. A b c. Wait now. End."
+
+
+def test_near_verbatim_copies_differ_in_case_space_and_final_punctuation() -> None:
+    text = "Start. Wait, no. wait,  no! WAIT, no\nThen stop."
+    assert collapse(text) == "Start. Wait, no.\nThen stop."
+
+
+def test_a_phrase_repeated_inside_a_sentence_keeps_one_copy_and_its_end() -> None:
+    assert collapse("So the the the the answer is 4. Done.") == "So the answer is 4. Done."
+    text = "I think I think I think it works. Fine."
+    assert collapse(text) == "I think it works. Fine."
+    assert collapse("Okay. Wait, wait, wait. Go on.") == "Okay. Wait. Go on."
+
+
+def test_repetition_inside_code_tables_and_math_is_never_a_loop() -> None:
+    code = "Call it:\n\n```python\nhook.fire()\nhook.fire()\nhook.fire()\n```\n\nDone."
+    indented = "Call it:\n\n    hook.fire()\n    hook.fire()\n    hook.fire()\n\nDone."
+    table = "Rows:\n| a | b |\n|---|---|\n| 1 | 1 |\n| 1 | 1 |\n| 1 | 1 |\nDone."
+    math = "Sum:\n$$\nx + x\nx + x\nx + x\n$$\nDone."
+    for text in (code, indented, table, math):
+        assert loop_spans(text) == [], text
+
+
+def test_a_cjk_sentence_loop_without_spaces_keeps_one_copy() -> None:
+    text = "先算10乘以15等于150。" + "等等，我再检查一下这个结果。" * 5 + "\n所以答案是180。"
+    assert collapse(text) == "先算10乘以15等于150。等等，我再检查一下这个结果。\n所以答案是180。"
+
+
+def test_a_delimiter_line_takes_part_in_a_loop_block() -> None:
+    block = "...Let\n me just open the log file.\n</think>\n"
+    assert collapse(f"Start.\n{block * 6}End.") == f"Start.\n{block}End."
+
+
+def test_two_million_characters_are_collapsed() -> None:
+    text = "Intro line here.\n" + "Wait, let me check that again.\n" * 66_000 + "So 4."
+    assert len(text) > 2_000_000
+    out = collapse(text)
+    assert out == "Intro line here.\nWait, let me check that again.\nSo 4."
+
+
+# Distinct sentences: a trace built from them has no loop, and no unit sequence repeats.
+distinct_sentences = st.lists(
+    st.text(alphabet="abcdefghij", min_size=3, max_size=8), min_size=2, max_size=12, unique=True
+).map(lambda words: [f"{w.capitalize()} is step {i}." for i, w in enumerate(words)])
+
+
+@given(
+    distinct_sentences,
+    st.data(),
+    st.sampled_from([" ", "\n", "\n\n"]),
+    st.integers(2, 5),
+)
+def test_inserting_extra_copies_of_any_unit_sequence_collapses_back(
+    sentences: list[str], data: st.DataObject, separator: str, extra: int
+) -> None:
+    start = data.draw(st.integers(0, len(sentences) - 1))
+    period = data.draw(st.integers(1, min(8, len(sentences) - start)))
+    unit = sentences[start : start + period]
+    looped = sentences[: start + period] + unit * extra + sentences[start + period :]
+    original = separator.join(sentences)
+    assert collapse(separator.join(looped)) == original
+
+
+def crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+@given(distinct_sentences, st.integers(2, 4), st.sampled_from(["\n", "\n\n"]))
+def test_crlf_line_endings_give_the_same_deletions_mapped(
+    sentences: list[str], extra: int, separator: str
+) -> None:
+    text = separator.join([*sentences[:1], *[sentences[-1]] * (extra + 1), *sentences[1:]])
+    lf, windows = loop_spans(text), loop_spans(crlf(text))
+
+    def to_crlf(position: int) -> int:
+        return position + text.count("\n", 0, position)
+
+    assert windows == [Span(to_crlf(s.start), to_crlf(s.end)) for s in lf]
+    assert collapse(crlf(text)) == crlf(collapse(text))
+
+
+code_lines = st.lists(
+    st.sampled_from(["x = 1", "hook.fire()", "return x", "print(x)", "  pass"]),
+    min_size=1,
+    max_size=10,
+)
+
+
+@given(distinct_sentences, code_lines, st.integers(0, 4), st.sampled_from(["```", "~~~~"]))
+def test_nothing_inside_a_code_block_is_ever_deleted_by_the_collapser(
+    sentences: list[str], body: list[str], repeats: int, fence: str
+) -> None:
+    block = "\n".join([fence + "python", *body * (repeats + 1), fence])
+    text = "\n".join([sentences[0], block, *sentences[1:], sentences[-1], sentences[-1]])
+    start = text.index(block)
+    for span in loop_spans(text):
+        assert span.end <= start or span.start >= start + len(block)
+
+
+def test_repeated_lines_without_a_letter_are_data_not_a_loop() -> None:
+    text = (
+        "Hex to binary, digit by digit:\n6 -> 0110\n6 -> 0110\n6 -> 0110\nSo 0x666 is 011001100110."
+    )
+    assert loop_spans(text) == []
+    assert loop_spans("Bits: 0110 0110 0110 0110 in a row.") == []

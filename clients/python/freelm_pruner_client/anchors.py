@@ -15,11 +15,18 @@ Every command is resolved against the original trace, independently of the other
    at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
 4. the span runs from the prefix's start to the suffix's end;
 5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``; with
-   ``protect_last_sentence`` the protected tail covers at least the trace's last sentence, and with
-   ``protect_results`` every result sentence (``sentences.result_sentences``) is protected too;
+   ``protect_last_sentence`` the trace's last sentence with word content
+   (``segments.last_sentence``) and everything after it is protected, and with
+   ``protect_results`` every result sentence (``segments.result_sentences``) is protected too;
 6. applicable spans are merged, independent of order;
 7. the pruned trace is the trace minus the union;
-8. if the union exceeds ``max_delete_fraction`` of the trace, nothing is applied (``OVER_LIMIT``).
+8. loop copies (``loops``) lose no information, so the safety limit does not apply to them: if
+   the model's spans would remove more than ``max_delete_fraction`` of the trace beyond what the
+   loop spans remove, no model span is applied (``OVER_LIMIT``) and the loop spans still are.
+
+Every candidate span that a protection or the limit cancels is reported in
+``PruneOutcome.cancellations`` with its source and the reason, so a caller can tell "nothing to
+prune" from "pruning was refused".
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from freelm_pruner_client.sentences import last_sentence, result_sentences
+from freelm_pruner_client.segments import last_sentence, result_sentences
 
 
 class Status(enum.Enum):
@@ -50,6 +57,16 @@ class Source(enum.Enum):
     MODEL = "MODEL"
     LOOP = "LOOP"
     MODEL_AND_LOOP = "MODEL_AND_LOOP"
+
+
+class Reason(enum.Enum):
+    """Why a candidate span was not applied; names equal the proto's ``CancelReason``."""
+
+    FROZEN_PREFIX = "FROZEN_PREFIX"
+    PROTECTED_TAIL = "PROTECTED_TAIL"
+    LAST_SENTENCE = "LAST_SENTENCE"
+    RESULT_SENTENCE = "RESULT_SENTENCE"
+    DELETE_LIMIT = "DELETE_LIMIT"
 
 
 @dataclass(frozen=True, order=True)
@@ -103,6 +120,18 @@ class Deletion:
 
 
 @dataclass(frozen=True)
+class Cancellation:
+    """A candidate span that was not applied: its offsets, its source and why."""
+
+    start: int
+    end: int
+    byte_start: int
+    byte_end: int
+    source: Source
+    reason: Reason
+
+
+@dataclass(frozen=True)
 class Protection:
     """The request's protection and safety options (rules 5 and 8)."""
 
@@ -111,8 +140,8 @@ class Protection:
     max_delete_fraction: float = 1.0
     protect_last_sentence: bool = False
     protect_results: bool = False
-    ranges: tuple[Span, ...] = ()
-    """Protected ranges inside the trace, in characters (``for_trace`` fills them)."""
+    ranges: tuple[tuple[Span, Reason], ...] = ()
+    """Protected ranges of one trace with their reasons, in code points (``for_trace``)."""
 
     def __post_init__(self) -> None:
         if self.frozen_prefix_chars < 0 or self.protect_tail_chars < 0:
@@ -121,33 +150,37 @@ class Protection:
             raise ValueError("max_delete_fraction must be in (0, 1]")
 
     def for_trace(self, trace: str, question: str = "") -> Protection:
-        """The same protection in characters only: with ``protect_last_sentence``, the tail
-        grows to cover the trace's last sentence (and any whitespace after it); with
-        ``protect_results``, the trace's result sentences (numbers of ``question`` excepted)
-        become protected ranges."""
-        tail = self.protect_tail_chars
-        if self.protect_last_sentence:
-            last = last_sentence(trace)
-            tail = max(tail, len(trace) - last[0] if last else 0)
-        ranges = self.ranges
+        """The same protection as ranges of ``trace``: the frozen prefix, the protected tail,
+        with ``protect_last_sentence`` the last sentence with word content and all after it,
+        and with ``protect_results`` the result sentences (numbers of ``question`` excepted)."""
+        n = len(trace)
+        ranges = list(self.ranges)
+        if self.frozen_prefix_chars:
+            ranges.append((Span(0, min(n, self.frozen_prefix_chars)), Reason.FROZEN_PREFIX))
+        if self.protect_tail_chars:
+            ranges.append((Span(max(0, n - self.protect_tail_chars), n), Reason.PROTECTED_TAIL))
+        last = last_sentence(trace) if self.protect_last_sentence else None
+        if last is not None:
+            ranges.append((Span(last[0], n), Reason.LAST_SENTENCE))
         if self.protect_results:
-            ranges += tuple(Span(*r) for r in result_sentences(trace, question))
+            results = result_sentences(trace, question)
+            ranges += [(Span(*r), Reason.RESULT_SENTENCE) for r in results]
         return replace(
             self,
-            protect_tail_chars=tail,
+            frozen_prefix_chars=0,
+            protect_tail_chars=0,
             protect_last_sentence=False,
             protect_results=False,
-            ranges=ranges,
+            ranges=tuple(ranges),
         )
 
-    def touches(self, span: Span, trace_len: int) -> bool:
-        """Whether ``span`` intersects the frozen prefix, the protected tail or a protected
-        range."""
-        if span.start < self.frozen_prefix_chars:
-            return True
-        if self.protect_tail_chars > 0 and span.end > trace_len - self.protect_tail_chars:
-            return True
-        return any(span.start < r.end and r.start < span.end for r in self.ranges)
+    def reason(self, span: Span) -> Reason | None:
+        """Why ``span`` may not be deleted (the first protected range it intersects), or None.
+        Call it on ``for_trace``'s result."""
+        for protected, reason in self.ranges:
+            if span.start < protected.end and protected.start < span.end:
+                return reason
+        return None
 
 
 @dataclass(frozen=True)
@@ -158,6 +191,7 @@ class PruneOutcome:
     deletions: tuple[Deletion, ...]
     pruned_trace: str
     removed_chars: int
+    cancellations: tuple[Cancellation, ...] = ()
 
 
 def occurs_more_than_once(trace: str, text: str) -> bool:
@@ -233,28 +267,50 @@ def prune(
     """Applies the anchor semantics to ``commands`` and ``loop_spans`` over ``trace``.
 
     Returns every command with its status (and span when resolved), the merged deletions in code
-    points and UTF-8 bytes, and the pruned trace. The result does not depend on command order.
-    ``question`` matters only to ``protection.protect_results``: numbers it gives are not results.
+    points and UTF-8 bytes, the candidate spans that were cancelled and why, and the pruned trace.
+    The result does not depend on command order. ``question`` matters only to
+    ``protection.protect_results``: numbers it gives are not results.
     """
     protection = (protection or Protection()).for_trace(trace, question)
-    n = len(trace)
     resolved = [_resolve_protected(trace, c, protection) for c in commands]
-    candidates = [
-        (span, Source.MODEL) for status, span in resolved if status is Status.APPLIED and span
-    ]
-    candidates += [(span, Source.LOOP) for span in loop_spans if not protection.touches(span, n)]
-    merged = merge_spans(candidates)
+    cancelled = [(sp, Source.MODEL, r) for _, sp, r in resolved if sp is not None and r is not None]
+    loops: list[tuple[Span, Source]] = []
+    for span in loop_spans:
+        reason = protection.reason(span)
+        if reason is None:
+            loops.append((span, Source.LOOP))
+        else:
+            cancelled.append((span, Source.LOOP, reason))
+    model = [(sp, Source.MODEL) for st, sp, _ in resolved if st is Status.APPLIED and sp]
+    merged = merge_spans(model + loops)
     removed = sum(len(span) for span, _ in merged)
-    if removed > protection.max_delete_fraction * n:
-        resolved = [(Status.OVER_LIMIT if st is Status.APPLIED else st, sp) for st, sp in resolved]
-        merged, removed = [], 0
-    points = [p for _, sp in resolved if sp for p in (sp.start, sp.end)]
+    beyond_loops = removed - sum(len(span) for span, _ in merge_spans(loops))
+    if beyond_loops > protection.max_delete_fraction * len(trace):
+        cancelled += [(span, Source.MODEL, Reason.DELETE_LIMIT) for span, _ in model]
+        resolved = [
+            (Status.OVER_LIMIT if st is Status.APPLIED else st, sp, r) for st, sp, r in resolved
+        ]
+        merged = merge_spans(loops)
+        removed = sum(len(span) for span, _ in merged)
+    return _outcome(trace, commands, resolved, merged, cancelled, removed)
+
+
+def _outcome(
+    trace: str,
+    commands: Sequence[AnchorCommand],
+    resolved: list[tuple[Status, Span | None, Reason | None]],
+    merged: list[tuple[Span, Source]],
+    cancelled: list[tuple[Span, Source, Reason]],
+    removed: int,
+) -> PruneOutcome:
+    points = [p for _, sp, _ in resolved if sp for p in (sp.start, sp.end)]
     points += [p for span, _ in merged for p in (span.start, span.end)]
+    points += [p for span, _, _ in cancelled for p in (span.start, span.end)]
     to_bytes = byte_offsets(trace, points)
     return PruneOutcome(
         commands=tuple(
             ResolvedCommand(c.prefix, c.suffix, st, _byte_span(sp, to_bytes))
-            for c, (st, sp) in zip(commands, resolved, strict=True)
+            for c, (st, sp, _) in zip(commands, resolved, strict=True)
         ),
         deletions=tuple(
             Deletion(span.start, span.end, to_bytes[span.start], to_bytes[span.end], source)
@@ -262,16 +318,21 @@ def prune(
         ),
         pruned_trace=apply_spans(trace, [span for span, _ in merged]),
         removed_chars=removed,
+        cancellations=tuple(
+            Cancellation(sp.start, sp.end, to_bytes[sp.start], to_bytes[sp.end], source, reason)
+            for sp, source, reason in sorted(cancelled, key=lambda c: (c[0], c[1].value))
+        ),
     )
 
 
 def _resolve_protected(
     trace: str, command: AnchorCommand, protection: Protection
-) -> tuple[Status, Span | None]:
+) -> tuple[Status, Span | None, Reason | None]:
     status, span = resolve_anchor(trace, command.prefix, command.suffix)
-    if span is not None and protection.touches(span, len(trace)):
-        return Status.PROTECTED, span
-    return status, span
+    reason = protection.reason(span) if span is not None else None
+    if reason is not None:
+        return Status.PROTECTED, span, reason
+    return status, span, None
 
 
 def _byte_span(span: Span | None, to_bytes: dict[int, int]) -> ByteSpan | None:

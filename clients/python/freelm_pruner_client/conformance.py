@@ -1,6 +1,6 @@
 """Conformance vectors: language-neutral cases of the anchor semantics and the loop collapser.
 
-The vectors file (``proto/conformance/anchor_vectors_v1.json``) is generated from the normative
+The vectors file (``proto/conformance/anchor_vectors_v2.json``) is generated from the normative
 resolver by this module and checked by the server's and the client's tests, so an implementation
 in another language proves it agrees by passing every case.
 
@@ -8,10 +8,16 @@ Each case: ``trace``, ``question`` (only result protection reads it), ``commands
 (``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``, ``protect_tail_chars``,
 ``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``, ``protect_results``) and
 ``expect``: per-command ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when
-resolved), the ``deletions`` (with ``source``) and the ``pruned_trace``.
+resolved), the ``deletions`` (with ``source``), the ``cancellations`` (with ``source`` and
+``reason``) and the ``pruned_trace``.
 
-    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v1.json
-    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v1.json
+Version 2 differs from version 1 in three ways: the safety limit no longer applies to loop copies
+(rule 8), the loop collapser and the sentence protections follow the segmenter (CJK sentence
+ends, loops of unit sequences, near-verbatim copies, atomic code blocks, the last sentence with
+word content, signed numbers), and each expectation lists its ``cancellations``.
+
+    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v2.json
+    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v2.json
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, prune
 from freelm_pruner_client.loops import loop_spans
 
-VERSION = 1
+VERSION = 2
 _SEED = 20260215
 
 
@@ -73,7 +79,23 @@ def expectation(outcome: PruneOutcome) -> dict[str, Any]:
         }
         for d in outcome.deletions
     ]
-    return {"commands": commands, "deletions": deletions, "pruned_trace": outcome.pruned_trace}
+    cancellations = [
+        {
+            "start": c.start,
+            "end": c.end,
+            "byte_start": c.byte_start,
+            "byte_end": c.byte_end,
+            "source": c.source.value,
+            "reason": c.reason.value,
+        }
+        for c in outcome.cancellations
+    ]
+    return {
+        "commands": commands,
+        "deletions": deletions,
+        "cancellations": cancellations,
+        "pruned_trace": outcome.pruned_trace,
+    }
 
 
 def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
@@ -173,6 +195,49 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     )
     yield _case("code_punctuation_not_a_loop", "if x:\n    }\n    }\n    }\n", [], loops=True)
     yield _case("two_copies_not_a_loop", "Wait, no. Wait, no. Fine.", [], loops=True)
+    yield from _segmenter_cases()
+
+
+def _segmenter_cases() -> Iterator[dict[str, Any]]:
+    pair = "Let me stop process 4242 first.\nI will stop the stale process now.\n"
+    yield _case("two_line_period_loop", f"Setup.\n{pair * 4}Done.", [], loops=True)
+    three = "...Let\n me just open the log file.\n</think>\n"
+    yield _case("three_line_period_loop_with_tag", f"Start.\n{three * 6}End.", [], loops=True)
+    para = "Hmm, let me recheck.\r\nThe cycle is 2, 4, 3, 1.\r\n"
+    yield _case(
+        "crlf_paragraph_loop", f"Intro.\r\n\r\n{para}\r\n{para}\r\n{para}\r\nSo 1.", [], loops=True
+    )
+    fire = 'hook.fire("retry")\n'
+    code = f"Call it three times:\n\n```python\n{fire * 3}```\n\nDone."
+    yield _case("code_block_is_not_a_loop", code, [], loops=True)
+    yield _case(
+        "cjk_sentence_loop", "先算。" + "等等，我再检查一下。" * 5 + "\n答案是180。", [], loops=True
+    )
+    yield _case(
+        "near_verbatim_loop", "Wait, no. wait, no! WAIT,  no. Wait, no. So 4.", [], loops=True
+    )
+    yield _case("phrase_loop", "So the the the the answer is 4. Done.", [], loops=True)
+    yield _case(
+        "think_tag_is_not_the_last_sentence",
+        "Hmm, let me reconsider. So the capital is Canberra.\n</think>\n",
+        [("Hmm, let me", "Canberra.")],
+        last=True,
+    )
+    yield _case(
+        "signed_result_number",
+        "So x = -11. Then -11 + 11 = 0. Answer: 0.",
+        [("So x", "-11.")],
+        results=True,
+        question="What is x if x + 11 = 0?",
+    )
+    yield _case(
+        "loop_copies_ignore_the_limit",
+        "Set up. " + "Again the same line. " * 20 + "So 3.",
+        [("Set", "up.")],
+        loops=True,
+        fraction=0.05,
+        last=True,
+    )
 
 
 _ALPHABETS = ["ab .", "ab .\né中😀\u0301\r", "xyz ,.!?\n", "中文。，😀🎉 a"]

@@ -1,74 +1,186 @@
-"""The deterministic loop collapser: finds verbatim loops and returns the spans that remove them.
+"""The deterministic loop collapser: finds loops and returns the spans that remove their copies.
 
 Degenerate loops (``Wait, no. Wait, no. Wait, no. ...``) cannot be deleted by anchor commands,
-because every anchor inside a loop recurs. This module finds runs of at least ``min_repeats``
-consecutive identical units (sentences, lines or paragraphs; identical after collapsing whitespace)
-and returns one span per extra copy: the gap before the copy plus the copy. Deleting them keeps the
-first copy and the text around the loop intact.
+because every anchor inside a loop recurs. This module finds, at each level of the segmenter
+(paragraphs, lines, sentences; see ``segments``), runs of at least ``MIN_REPEATS`` consecutive
+copies of a unit *sequence* of 1 to ``MAX_PERIOD`` units, and inside each sentence runs of at
+least ``MIN_REPEATS`` copies of a phrase of 1 to ``MAX_PHRASE_WORDS`` words. Copies are compared
+near-verbatim: whitespace, letter case and trailing punctuation do not count. The first copy stays;
+each extra copy gives one span: the gap before it plus the copy (for a phrase, from the end of the
+previous copy's last word to the end of its own, so the sentence keeps its final punctuation).
 
-It only computes spans. Protection, the safety limit and merging with model spans happen in
-``anchors.prune``, so both sources obey the same rules.
+Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
+break any run. Periods are collapsed shortest first, each pass over the units the previous passes
+kept, so a loop of period 2 made of period-1 loops is still found. Time is linear in the text
+(``MAX_PERIOD`` and ``MAX_PHRASE_WORDS`` passes over its units).
+
+It only computes spans. Protection and merging with model spans happen in ``anchors.prune``.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from freelm_pruner_client.anchors import Span
-from freelm_pruner_client.sentences import SENTENCE
+from freelm_pruner_client.segments import Kind, Segmentation
 
 MIN_REPEATS = 3
-"""A run needs this many consecutive identical units to count as a loop."""
+"""A run needs this many consecutive copies to count as a loop."""
+
+MAX_PERIOD = 8
+"""The longest repeating unit sequence looked for, in paragraphs, lines or sentences."""
+
+MAX_PHRASE_WORDS = 8
+"""The longest repeating phrase looked for inside a sentence, in words."""
 
 _MIN_WORD_CHARS = 3
-"""Units with fewer word characters (``}``, ``---``, ``= 0``) are never loops: code and tables."""
+"""A repeating sequence with fewer word characters (``}``, ``---``, ``= 0``) is never a loop, nor
+one without a letter (``6 -> 0110``, ``1 1 1``): such copies are data, not reasoning."""
 
-_PARAGRAPH = re.compile(r"\S(?:.|\n(?![ \t]*\n))*", re.MULTILINE)
-_LINE = re.compile(r"[^\n]*\S[^\n]*")
+_TRAILING = ".,;:!?\u3002\uff61\uff01\uff1f\u3001\uff0c\u2026"
 _WORD = re.compile(r"\w")
+_TOKEN = re.compile(r"\S+")
 
 
-def _units(pattern: re.Pattern[str], text: str) -> Iterator[tuple[Span, str]]:
-    for match in pattern.finditer(text):
-        yield Span(match.start(), match.end()), " ".join(match.group().split())
+@dataclass(frozen=True)
+class _Unit:
+    """A unit of one level: its span, where its content ends (before trailing punctuation) and
+    its comparison key (None: never a copy)."""
+
+    span: Span
+    key: str | None
+    core_end: int
+
+    def word_chars(self, text: str) -> int:
+        return len(_WORD.findall(text, self.span.start, self.span.end))
+
+    def has_letter(self, text: str) -> bool:
+        return any(ch.isalpha() for ch in text[self.span.start : self.span.end])
 
 
-def _runs(units: list[tuple[Span, str]], min_repeats: int) -> Iterator[list[Span]]:
-    """Each run of at least ``min_repeats`` consecutive identical units: its copies' spans."""
-    start = 0
-    while start < len(units):
-        stop = start + 1
-        while stop < len(units) and units[stop][1] == units[start][1]:
-            stop += 1
-        if stop - start >= min_repeats and len(_WORD.findall(units[start][1])) >= _MIN_WORD_CHARS:
-            yield [span for span, _ in units[start:stop]]
-        start = stop
+def _key(text: str) -> str:
+    return " ".join(text.split()).casefold().rstrip(_TRAILING).rstrip()
 
 
-def _all_runs(text: str, min_repeats: int) -> Iterator[list[Span]]:
-    if min_repeats < 2:
-        raise ValueError("min_repeats must be at least 2")
-    for pattern in (_PARAGRAPH, _LINE, SENTENCE):
-        yield from _runs(list(_units(pattern, text)), min_repeats)
+def _unit(text: str, start: int, end: int, atomic: bool = False) -> _Unit:
+    raw = text[start:end]
+    core = raw.rstrip().rstrip(_TRAILING)
+    return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core))
 
 
-def loop_spans(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
-    """Spans that remove every extra copy of each verbatim loop in ``text``; sorted, may overlap.
+def _levels(segmentation: Segmentation) -> Iterator[list[_Unit]]:
+    text = segmentation.text
+    yield [_unit(text, s, e, atomic) for s, e, atomic in segmentation.paragraphs]
+    units = []
+    for index, line in enumerate(segmentation.lines):
+        if line.blank(text):
+            continue
+        block = segmentation.block_of_line(index)
+        units.append(_unit(text, line.start, line.end, _atomic(block)))
+    yield units
+    yield [_unit(text, s, e, _atomic(b)) for s, e, b in segmentation.sentences]
+
+
+def _atomic(block: object) -> bool:
+    return block is not None and block.kind is not Kind.DELIMITER  # type: ignore[attr-defined]
+
+
+def _phrases(segmentation: Segmentation) -> Iterator[list[_Unit]]:
+    """The words of each sentence that can hold a phrase loop (a word that occurs three times)."""
+    text = segmentation.text
+    for start, end, block in segmentation.sentences:
+        if block is not None:
+            continue
+        words = [w.rstrip(_TRAILING) for w in text[start:end].casefold().split()]
+        if len(words) < MIN_REPEATS or max(Counter(words).values()) < MIN_REPEATS:
+            continue
+        yield [_unit(text, m.start(), m.end()) for m in _TOKEN.finditer(text, start, end)]
+
+
+_Run = list[list[_Unit]]
+"""A loop's copies, in order; each copy is a list of ``period`` units."""
+
+
+def _collapse(text: str, units: Sequence[_Unit], period: int) -> tuple[list[_Unit], list[_Run]]:
+    """Units left after removing the extra copies of each run of ``period``, and each run's
+    copies (every copy a list of ``period`` units)."""
+    kept: list[_Unit] = []
+    runs: list[_Run] = []
+    i = 0
+    while i < len(units):
+        copies = _copies_at(text, units, i, period)
+        if len(copies) >= MIN_REPEATS:
+            runs.append([list(units[c : c + period]) for c in copies])
+            kept.extend(units[i : i + period])
+            i = copies[-1] + period
+        else:
+            kept.append(units[i])
+            i += 1
+    return kept, runs
+
+
+def _copies_at(text: str, units: Sequence[_Unit], i: int, period: int) -> list[int]:
+    """Start indices of the consecutive copies of ``units[i : i + period]`` from ``i`` on."""
+    end = i + period
+    if end + period > len(units) or units[i].key is None or units[end].key != units[i].key:
+        return [i]
+    head = units[i:end]
+    if any(u.key is None for u in head) or not _informative(text, head):
+        return [i]
+    copies = [i]
+    while end + period <= len(units) and all(
+        units[end + k].key == head[k].key for k in range(period)
+    ):
+        copies.append(end)
+        end += period
+    return copies
+
+
+def _informative(text: str, head: Sequence[_Unit]) -> bool:
+    """Whether a repeating sequence is prose: enough word characters and a letter."""
+    words = sum(u.word_chars(text) for u in head)
+    return words >= _MIN_WORD_CHARS and any(u.has_letter(text) for u in head)
+
+
+def _runs(text: str, units: list[_Unit], max_period: int) -> Iterator[_Run]:
+    for period in range(1, max_period + 1):
+        units, runs = _collapse(text, units, period)
+        yield from runs
+
+
+def _spans(copies: _Run, phrase: bool) -> Iterator[Span]:
+    for previous, copy in itertools.pairwise(copies):
+        if phrase:
+            yield Span(previous[-1].core_end, copy[-1].core_end)
+        else:
+            yield Span(previous[-1].span.end, copy[-1].span.end)
+
+
+def _all_runs(text: str) -> Iterator[tuple[_Run, bool]]:
+    segmentation = Segmentation(text)
+    for units in _levels(segmentation):
+        for run in _runs(text, units, MAX_PERIOD):
+            yield run, False
+    for words in _phrases(segmentation):
+        for run in _runs(text, words, MAX_PHRASE_WORDS):
+            yield run, True
+
+
+def loop_spans(text: str) -> list[Span]:
+    """Spans that remove every extra copy of each loop in ``text``; sorted, may overlap.
 
     Each span covers one extra copy and the whitespace before it, so deleting any subset of them
     leaves whole copies behind. Text with no loop gives an empty list.
     """
-    spans = {
-        Span(copies[i - 1].end, copies[i].end)
-        for copies in _all_runs(text, min_repeats)
-        for i in range(1, len(copies))
-    }
-    return sorted(spans)
+    spans = {span for run, phrase in _all_runs(text) for span in _spans(run, phrase)}
+    return sorted(span for span in spans if len(span) > 0)
 
 
-def loop_runs(text: str, min_repeats: int = MIN_REPEATS) -> list[Span]:
-    """The whole extent of each verbatim loop in ``text``, from its first copy's start to its
-    last copy's end; sorted, may overlap (a loop of paragraphs is also a loop of lines)."""
-    runs = _all_runs(text, min_repeats)
-    return sorted({Span(copies[0].start, copies[-1].end) for copies in runs})
+def loop_runs(text: str) -> list[Span]:
+    """The whole extent of each loop in ``text``, from its first copy's start to its last
+    copy's end; sorted, may overlap (a loop of paragraphs is also a loop of lines)."""
+    return sorted({Span(run[0][0].span.start, run[-1][-1].span.end) for run, _ in _all_runs(text)})

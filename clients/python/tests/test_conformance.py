@@ -7,7 +7,7 @@ import json
 from conftest import REPO
 from freelm_pruner_client.conformance import check
 
-VECTORS = REPO / "proto" / "conformance" / "anchor_vectors_v1.json"
+VECTORS = REPO / "proto" / "conformance" / "anchor_vectors_v2.json"
 
 
 def test_the_client_agrees_with_every_vector() -> None:
