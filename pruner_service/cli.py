@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from pruner_service.config import Settings, settings_from
-from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION
+from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION, PruneOptions
 from pruner_service.logging import configure_logging
 
 EXIT_USAGE = 2
@@ -496,8 +496,10 @@ def _synth_problem(args: argparse.Namespace) -> str:
         return "no endpoint: pass --endpoint URL or set OPENAI_BASE_URL"
     if args.concurrency < 1 or args.max_tokens < 1 or args.timeout <= 0:
         return "--concurrency, --max-tokens and --timeout must be positive"
-    if not 0.0 < args.max_delete_fraction <= 1.0:
-        return "--max-delete-fraction must be in (0, 1]"
+    try:
+        PruneOptions(max_delete_fraction=args.max_delete_fraction).check()
+    except ValueError as exc:
+        return str(exc).replace("options.max_delete_fraction", "--max-delete-fraction")
     return ""
 
 

@@ -2,20 +2,31 @@
 
 These are what the queue carries and the worker computes; the proto types stay at the edge
 (``convert``). Validation lives here so every entry point (gRPC, CLI, a Redis frontend) applies
-the same limits with the same messages.
+the same limits with the same messages. The options type and its validation are the client
+package's (``freelm_pruner_client.options``), shared with every client.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 
-from freelm_pruner_client.anchors import Protection, PruneOutcome
+from freelm_pruner_client.anchors import PruneOutcome
+from freelm_pruner_client.options import DEFAULT_MAX_DELETE_FRACTION, PruneOptions
 
 from pruner_service.errors import InvalidArgument
 
-DEFAULT_MAX_DELETE_FRACTION = 0.6
+__all__ = [
+    "DEFAULT_MAX_DELETE_FRACTION",
+    "Limits",
+    "PruneOptions",
+    "PruneRequest",
+    "PruneResult",
+    "Timing",
+    "Usage",
+    "new_request_id",
+    "validate_request",
+]
 
 
 @dataclass(frozen=True)
@@ -25,30 +36,6 @@ class Limits:
     max_trace_chars: int
     max_question_chars: int
     max_commands: int
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    """Per-request options, validated."""
-
-    frozen_prefix_chars: int = 0
-    protect_tail_chars: int = 0
-    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
-    max_commands: int = 8
-    return_pruned_trace: bool = True
-    collapse_loops: bool = True
-    protect_last_sentence: bool = True
-    protect_results: bool = True
-
-    def protection(self) -> Protection:
-        """The resolver's view of these options."""
-        return Protection(
-            self.frozen_prefix_chars,
-            self.protect_tail_chars,
-            self.max_delete_fraction,
-            self.protect_last_sentence,
-            self.protect_results,
-        )
 
 
 @dataclass(frozen=True)
@@ -116,19 +103,12 @@ def validate_request(
         raise InvalidArgument(
             f"question has {len(question)} characters; the limit is {limits.max_question_chars}"
         )
-    _validate_options(options, len(trace), limits)
+    _validate_options(options, limits)
     return PruneRequest(request_id or new_request_id(), trace, question, options)
 
 
-def _validate_options(options: PruneOptions, trace_chars: int, limits: Limits) -> None:
-    for name in ("frozen_prefix_chars", "protect_tail_chars"):
-        if getattr(options, name) < 0:
-            raise InvalidArgument(f"options.{name} must be >= 0, got {getattr(options, name)}")
-    fraction = options.max_delete_fraction
-    if math.isnan(fraction) or not 0.0 < fraction <= 1.0:
-        raise InvalidArgument(f"options.max_delete_fraction must be in (0, 1], got {fraction}")
-    if not 0 <= options.max_commands <= limits.max_commands:
-        raise InvalidArgument(
-            f"options.max_commands must be in [0, {limits.max_commands}], "
-            f"got {options.max_commands}"
-        )
+def _validate_options(options: PruneOptions, limits: Limits) -> None:
+    try:
+        options.check(limits.max_commands)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import openai
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Status, prune
 from freelm_pruner_client.batch import TRANSIENT, count_lines, finished_keys, json_objects
+from freelm_pruner_client.options import DEFAULT_MAX_DELETE_FRACTION
 from freelm_pruner_client.segments import last_sentence
 from tqdm import tqdm
 
@@ -74,7 +75,7 @@ class Teacher(Protocol):
 class SynthConfig:
     max_anchor_chars: int = 48
     max_commands: int = 8
-    max_delete_fraction: float = 0.6
+    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
     verify_continuation: bool = False
     concurrency: int = 4
     max_consecutive_failures: int = 20

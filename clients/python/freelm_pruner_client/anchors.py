@@ -32,6 +32,7 @@ prune" from "pruning was refused".
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -131,9 +132,25 @@ class Cancellation:
     reason: Reason
 
 
+def check_limits(frozen_prefix_chars: int, protect_tail_chars: int, fraction: float) -> None:
+    """Raises ``ValueError`` naming the first invalid option (``options.NAME must be …, got …``):
+    protected ranges are >= 0 code points, ``max_delete_fraction`` is in (0, 1]."""
+    for name, value in (
+        ("frozen_prefix_chars", frozen_prefix_chars),
+        ("protect_tail_chars", protect_tail_chars),
+    ):
+        if value < 0:
+            raise ValueError(f"options.{name} must be >= 0, got {value}")
+    if math.isnan(fraction) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"options.max_delete_fraction must be in (0, 1], got {fraction}")
+
+
 @dataclass(frozen=True)
 class Protection:
-    """The request's protection and safety options (rules 5 and 8)."""
+    """The resolver's view of a request's protection and safety options (rules 5 and 8).
+
+    Its defaults protect nothing and limit nothing (the bare resolver); a request's defaults are
+    ``options.PruneOptions``'s, whose ``protection()`` builds this."""
 
     frozen_prefix_chars: int = 0
     protect_tail_chars: int = 0
@@ -144,10 +161,7 @@ class Protection:
     """Protected ranges of one trace with their reasons, in code points (``for_trace``)."""
 
     def __post_init__(self) -> None:
-        if self.frozen_prefix_chars < 0 or self.protect_tail_chars < 0:
-            raise ValueError("protected ranges must be >= 0 characters")
-        if not 0.0 < self.max_delete_fraction <= 1.0:
-            raise ValueError("max_delete_fraction must be in (0, 1]")
+        check_limits(self.frozen_prefix_chars, self.protect_tail_chars, self.max_delete_fraction)
 
     def for_trace(self, trace: str, question: str = "") -> Protection:
         """The same protection as ranges of ``trace``: the frozen prefix, the protected tail,

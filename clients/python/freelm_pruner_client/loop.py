@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from freelm_pruner_client.anchors import apply_deletions
 from freelm_pruner_client.client import PrunerClient
+from freelm_pruner_client.options import DEFAULT_MAX_DELETE_FRACTION
 
 
 class ModelEndpointError(RuntimeError):
@@ -49,7 +50,7 @@ class LoopSettings:
     max_tokens: int = 8192
     frozen_prefix_chars: int = 0
     protect_tail_chars: int = 200
-    max_delete_fraction: float = 0.6
+    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
 
 
 @dataclass
