@@ -7,6 +7,7 @@ from freelm_pruner_client.anchors import (
     ByteSpan,
     Cancellation,
     Deletion,
+    OffsetSpan,
     PruneOutcome,
     Reason,
     ResolvedCommand,
@@ -83,22 +84,23 @@ def command_to_proto(command: ResolvedCommand) -> pb.Command:
     return message
 
 
+def _offsets(span: OffsetSpan) -> dict[str, int]:
+    """A span's code-point and byte offsets as proto fields."""
+    return {
+        "start": span.start,
+        "end": span.end,
+        "byte_start": span.byte_start,
+        "byte_end": span.byte_end,
+    }
+
+
 def deletion_to_proto(deletion: Deletion) -> pb.Deletion:
-    return pb.Deletion(
-        start=deletion.start,
-        end=deletion.end,
-        byte_start=deletion.byte_start,
-        byte_end=deletion.byte_end,
-        source=deletion.source.value,
-    )
+    return pb.Deletion(**_offsets(deletion), source=deletion.source.value)
 
 
 def cancellation_to_proto(cancellation: Cancellation) -> pb.Cancellation:
     return pb.Cancellation(
-        start=cancellation.start,
-        end=cancellation.end,
-        byte_start=cancellation.byte_start,
-        byte_end=cancellation.byte_end,
+        **_offsets(cancellation),
         source=cancellation.source.value,
         reason=cancellation.reason.value,
     )

@@ -4,9 +4,17 @@ queue's round trip exactly."""
 from __future__ import annotations
 
 from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm_pruner_client.anchors import AnchorCommand, Reason, prune
+from freelm_pruner_client.loops import loop_spans
 
-from pruner_service.convert import options_from_proto, request_from_proto, request_to_proto
-from pruner_service.domain import Limits, PruneOptions, PruneRequest
+from pruner_service.convert import (
+    options_from_proto,
+    request_from_proto,
+    request_to_proto,
+    result_from_proto,
+    result_to_proto,
+)
+from pruner_service.domain import Limits, PruneOptions, PruneRequest, PruneResult, Timing, Usage
 
 LIMITS = Limits(max_trace_chars=1000, max_question_chars=100, max_commands=6)
 
@@ -34,3 +42,17 @@ def test_every_option_survives_the_queue_round_trip() -> None:
         pb.PruneOptions(protect_last_sentence=False), LIMITS
     ).protect_last_sentence
     assert not options_from_proto(pb.PruneOptions(protect_results=False), LIMITS).protect_results
+
+
+def test_a_result_with_cancellations_survives_the_queue_round_trip() -> None:
+    trace = "Set up. Wait, no. Wait, no. Wait, no. So 4 then 4."
+    outcome = prune(
+        trace,
+        [AnchorCommand("Set", "up."), AnchorCommand("So 4", "4.")],
+        loop_spans=loop_spans(trace),
+        protection=PruneOptions(frozen_prefix_chars=3).protection(),
+    )
+    assert {c.reason for c in outcome.cancellations} == {Reason.FROZEN_PREFIX, Reason.LAST_SENTENCE}
+    usage = Usage(10, 8, len(trace), outcome.removed_chars, 0, 20, 5)
+    result = PruneResult("r1", outcome, "[]", usage, Timing(1.0, 2.0, 1, 3.0), "m", "a")
+    assert result_from_proto(result_to_proto(result)) == result
