@@ -107,10 +107,16 @@ def test_near_verbatim_copies_differ_in_case_space_and_final_punctuation() -> No
 
 
 def test_a_phrase_repeated_inside_a_sentence_keeps_one_copy_and_its_end() -> None:
-    assert collapse("So the the the the answer is 4. Done.") == "So the answer is 4. Done."
     text = "I think I think I think it works. Fine."
     assert collapse(text) == "I think it works. Fine."
-    assert collapse("Okay. Wait, wait, wait. Go on.") == "Okay. Wait. Go on."
+    assert collapse("Okay. Wait, wait, wait, wait, wait. Go on.") == "Okay. Wait. Go on."
+    text = "So x is 4, so x is 4, so x is 4, so x is 4 and we stop."
+    assert collapse(text) == "So x is 4 and we stop."
+
+
+def test_a_word_repeated_three_or_four_times_may_carry_meaning() -> None:
+    for text in ("We go right, right, right, right to the door.", "Wait, wait, wait. Go on."):
+        assert loop_spans(text) == []
 
 
 def test_repetition_inside_code_tables_and_math_is_never_a_loop() -> None:
@@ -204,3 +210,10 @@ def test_repeated_lines_without_a_letter_are_data_not_a_loop() -> None:
     )
     assert loop_spans(text) == []
     assert loop_spans("Bits: 0110 0110 0110 0110 in a row.") == []
+
+
+def test_per_digit_lines_and_code_list_items_are_not_loops() -> None:
+    text = "0x666 digit by digit:\n\n6 is 0110\n\n6 is 0110\n\n6 is 0110\n\nSo 011001100110."
+    assert loop_spans(text) == []
+    program = 'program = [\n    "LOAD 4",\n    "SWP",\n    "SWP",\n    "SWP",\n    "POP",\n]\nDone.'
+    assert loop_spans(program) == []

@@ -4,10 +4,11 @@ Degenerate loops (``Wait, no. Wait, no. Wait, no. ...``) cannot be deleted by an
 because every anchor inside a loop recurs. This module finds, at each level of the segmenter
 (paragraphs, lines, sentences; see ``segments``), runs of at least ``MIN_REPEATS`` consecutive
 copies of a unit *sequence* of 1 to ``MAX_PERIOD`` units, and inside each sentence runs of at
-least ``MIN_REPEATS`` copies of a phrase of 1 to ``MAX_PHRASE_WORDS`` words. Copies are compared
-near-verbatim: whitespace, letter case and trailing punctuation do not count. The first copy stays;
-each extra copy gives one span: the gap before it plus the copy (for a phrase, from the end of the
-previous copy's last word to the end of its own, so the sentence keeps its final punctuation).
+least ``MIN_REPEATS`` copies of a phrase of 2 to ``MAX_PHRASE_WORDS`` words (a single word needs
+``MIN_SINGLE_WORD_REPEATS``). Copies are compared near-verbatim: whitespace, letter case and
+trailing punctuation do not count. The first copy stays; each extra copy gives one span: the gap
+before it plus the copy (for a phrase, from the end of the previous copy's last word to the end of
+its own, so the sentence keeps its final punctuation).
 
 Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
 break any run. Periods are collapsed shortest first, each pass over the units the previous passes
@@ -37,9 +38,14 @@ MAX_PERIOD = 8
 MAX_PHRASE_WORDS = 8
 """The longest repeating phrase looked for inside a sentence, in words."""
 
+MIN_SINGLE_WORD_REPEATS = 5
+"""A phrase of one word needs this many copies: ``right, right, right`` may be three moves, while
+``wait, wait, wait, wait, wait`` is a stutter."""
+
 _MIN_WORD_CHARS = 3
 """A repeating sequence with fewer word characters (``}``, ``---``, ``= 0``) is never a loop, nor
-one without a letter (``6 -> 0110``, ``1 1 1``): such copies are data, not reasoning."""
+one whose word characters are less than a third letters (``6 is 0110``, ``1 1 1``): such copies
+are data, one per case or digit, not reasoning."""
 
 _TRAILING = ".,;:!?\u3002\uff61\uff01\uff1f\u3001\uff0c\u2026"
 _WORD = re.compile(r"\w")
@@ -58,8 +64,8 @@ class _Unit:
     def word_chars(self, text: str) -> int:
         return len(_WORD.findall(text, self.span.start, self.span.end))
 
-    def has_letter(self, text: str) -> bool:
-        return any(ch.isalpha() for ch in text[self.span.start : self.span.end])
+    def letters(self, text: str) -> int:
+        return sum(ch.isalpha() for ch in text[self.span.start : self.span.end])
 
 
 def _key(text: str) -> str:
@@ -105,15 +111,17 @@ _Run = list[list[_Unit]]
 """A loop's copies, in order; each copy is a list of ``period`` units."""
 
 
-def _collapse(text: str, units: Sequence[_Unit], period: int) -> tuple[list[_Unit], list[_Run]]:
-    """Units left after removing the extra copies of each run of ``period``, and each run's
-    copies (every copy a list of ``period`` units)."""
+def _collapse(
+    text: str, units: Sequence[_Unit], period: int, minimum: int
+) -> tuple[list[_Unit], list[_Run]]:
+    """Units left after removing the extra copies of each run of ``period`` with at least
+    ``minimum`` copies, and each such run's copies (every copy a list of ``period`` units)."""
     kept: list[_Unit] = []
     runs: list[_Run] = []
     i = 0
     while i < len(units):
         copies = _copies_at(text, units, i, period)
-        if len(copies) >= MIN_REPEATS:
+        if len(copies) >= minimum:
             runs.append([list(units[c : c + period]) for c in copies])
             kept.extend(units[i : i + period])
             i = copies[-1] + period
@@ -141,14 +149,16 @@ def _copies_at(text: str, units: Sequence[_Unit], i: int, period: int) -> list[i
 
 
 def _informative(text: str, head: Sequence[_Unit]) -> bool:
-    """Whether a repeating sequence is prose: enough word characters and a letter."""
+    """Whether a repeating sequence is prose: enough word characters, at least a third of them
+    letters."""
     words = sum(u.word_chars(text) for u in head)
-    return words >= _MIN_WORD_CHARS and any(u.has_letter(text) for u in head)
+    return words >= _MIN_WORD_CHARS and 3 * sum(u.letters(text) for u in head) >= words
 
 
-def _runs(text: str, units: list[_Unit], max_period: int) -> Iterator[_Run]:
+def _runs(text: str, units: list[_Unit], max_period: int, phrase: bool = False) -> Iterator[_Run]:
     for period in range(1, max_period + 1):
-        units, runs = _collapse(text, units, period)
+        minimum = MIN_SINGLE_WORD_REPEATS if phrase and period == 1 else MIN_REPEATS
+        units, runs = _collapse(text, units, period, minimum)
         yield from runs
 
 
@@ -166,7 +176,7 @@ def _all_runs(text: str) -> Iterator[tuple[_Run, bool]]:
         for run in _runs(text, units, MAX_PERIOD):
             yield run, False
     for words in _phrases(segmentation):
-        for run in _runs(text, words, MAX_PHRASE_WORDS):
+        for run in _runs(text, words, MAX_PHRASE_WORDS, phrase=True):
             yield run, True
 
 

@@ -7,7 +7,8 @@ the anchor guard, ``eval``, ``data`` and ``synth``. All offsets are code points,
 - **Paragraphs** are runs of non-blank lines separated by blank lines (any line endings).
 - **Blocks** are atomic: a fenced code block (a line opening with three or more backticks or
   tildes, through the closing fence of the same character or the end of the text); an indented
-  code block (lines indented by four spaces or a tab, after a blank line or at the start); a
+  code block (lines indented by four spaces or a tab, after a blank line or at the start, or two
+  or more such lines anywhere when each holds code punctuation: quotes, brackets, ``=``, ``;``); a
   markdown table (two or more consecutive lines starting with ``|``); display math (``$$ … $$``
   or ``\\[ … \\]`` opening a line); and *delimiter lines*, a line holding only reasoning or markup
   tags (``<think>``, ``</think>``, ``<|begin_of_thought|>``, ``<|end_of_solution|>``, …).
@@ -41,6 +42,7 @@ BLANK_LINE = re.compile(r"(?:\r\n|\r(?!\n)|\n)[ \t]*(?:\r\n|\r|\n)")
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})")
 _INDENTED = re.compile(r"(?: {4}|\t)")
 _TABLE = re.compile(r"[ \t]*\|")
+_CODE_LINE = re.compile(r"(?: {4}|\t)[ \t]*\S.*[\"'()\[\]{}=;]")
 _MATH_OPEN = re.compile(r"[ \t]*(\$\$|\\\[)")
 _DELIMITER = re.compile(r"[ \t]*(?:<\|[^|\r\n]{1,40}\|>|</?[A-Za-z][\w:-]{0,30}\s*/?>)+[ \t]*")
 _MATH_CLOSE = {"$$": "$$", "\\[": "\\]"}
@@ -154,6 +156,10 @@ class Segmentation:
                 return stop, Kind.TABLE
         if _INDENTED.match(content) and content.strip() and self._after_blank(index):
             return self._indented_stop(index), Kind.CODE
+        if _CODE_LINE.match(content):
+            stop = self._run(index, lambda i: bool(_CODE_LINE.match(self._content(i))))
+            if stop - index >= 2:
+                return stop, Kind.CODE
         return index + 1, None
 
     def _run(self, index: int, test: object) -> int:
