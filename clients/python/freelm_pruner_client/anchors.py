@@ -20,9 +20,11 @@ Every command is resolved against the original trace, independently of the other
    ``protect_results`` every result sentence (``segments.result_sentences``) is protected too;
 6. applicable spans are merged, independent of order;
 7. the pruned trace is the trace minus the union;
-8. loop copies (``loops``) lose no information, so the safety limit does not apply to them: if
-   the model's spans would remove more than ``max_delete_fraction`` of the trace beyond what the
-   loop spans remove, no model span is applied (``OVER_LIMIT``) and the loop spans still are.
+8. loop copies (``loops``) lose no information, so the safety limit never cancels them: it bounds
+   the model's spans. If the union of every deletion (loop copies included) would exceed
+   ``max_delete_fraction`` of the trace, no model span is applied (``OVER_LIMIT``) and the loop
+   spans still are. A trace that is mostly loop is still collapsed, and the model may only add
+   what the limit leaves.
 
 Every candidate span that a protection or the limit cancels is reported in
 ``PruneOutcome.cancellations`` with its source and the reason, so a caller can tell "nothing to
@@ -298,8 +300,7 @@ def prune(
     model = [(sp, Source.MODEL) for st, sp, _ in resolved if st is Status.APPLIED and sp]
     merged = merge_spans(model + loops)
     removed = sum(len(span) for span, _ in merged)
-    beyond_loops = removed - sum(len(span) for span, _ in merge_spans(loops))
-    if beyond_loops > protection.max_delete_fraction * len(trace):
+    if model and removed > protection.max_delete_fraction * len(trace):
         cancelled += [(span, Source.MODEL, Reason.DELETE_LIMIT) for span, _ in model]
         resolved = [
             (Status.OVER_LIMIT if st is Status.APPLIED else st, sp, r) for st, sp, r in resolved
