@@ -1,4 +1,4 @@
-"""The ``freelm-pruner`` command: serve, prune, info, fetch, and data, synth, train, eval.
+"""The ``freelm-pruner`` command: serve, prune, info, fetch, proxy, and data, synth, train, eval.
 
 Every server setting is a flag (``--max-batch``) and a variable (``FREELM_MAX_BATCH``); the flag
 wins. ``prune`` and ``info`` run a local engine unless ``--server HOST:PORT`` names a running one;
@@ -21,6 +21,8 @@ from google.protobuf.json_format import MessageToDict
 from pruner_service.config import Settings, settings_from
 from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION, PruneOptions
 from pruner_service.logging import configure_logging
+from pruner_service.proxy.cli import add_command as add_proxy_command
+from pruner_service.proxy.cli import run as run_proxy
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser("fetch", help="fetch and cache the profile's embedded model")
     _add_settings_flags(fetch)
     _add_training_commands(commands)
+    add_proxy_command(commands)
     return parser
 
 
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     handlers = {"serve": _serve, "prune": _prune, "info": _info, "fetch": _fetch}
-    handlers.update(data=_data, eval=_eval, train=_train, synth=_synth)
+    handlers.update(data=_data, eval=_eval, train=_train, synth=_synth, proxy=_proxy)
     handler = handlers[args.command]
     return handler(args, settings)
 
@@ -259,6 +262,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return serve(settings, service, metrics)
+
+
+def _proxy(args: argparse.Namespace, settings: Settings) -> int:
+    return run_proxy(args)
 
 
 def _fetch(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,11 @@
 """A small OpenAI-compatible HTTP server that serves a real transformers model, for tests.
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (with vLLM's
-``continue_final_message`` / ``add_generation_prompt``), ``GET /v1/models`` and ``GET /stats``
-(calls and completion tokens served, so tests can check a client's accounting). Greedy decoding.
+``continue_final_message`` / ``add_generation_prompt``; ``stream`` sends each token as it is
+generated, as SSE, with a final usage chunk when ``stream_options.include_usage``), ``GET
+/v1/models`` and ``GET /stats`` (calls, completion tokens served and streams stopped because
+their client went away, so tests can check a client's accounting and cancellation). Greedy
+decoding.
 
     python tests/support/openai_server.py --model-dir DIR [--port 0]
 """
@@ -18,7 +21,54 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+
+class TokenStream(BaseStreamer):
+    """Sends each generated token's text through ``send`` as generation goes; notes when the
+    receiver has gone away (``send`` raised ``OSError``) so generation can stop."""
+
+    def __init__(self, tokenizer: Any, send: Any) -> None:
+        self.tokenizer = tokenizer
+        self.send = send
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+        self.gone = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() puts the prompt first
+            self.prompt_seen = True
+            return
+        self.ids += value.reshape(-1).tolist()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for a multi-byte character to complete
+            self._send(text)
+
+    def end(self) -> None:
+        self._send(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def _send(self, text: str) -> None:
+        piece, self.sent = text[len(self.sent) :], text
+        if piece and not self.gone:
+            try:
+                self.send(piece)
+            except OSError:
+                self.gone = True
+
+
+class StopWhenGone(StoppingCriteria):
+    def __init__(self, stream: TokenStream) -> None:
+        self.stream = stream
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
+        return torch.full((input_ids.shape[0],), self.stream.gone, dtype=torch.bool)
 
 
 class ModelServer:
@@ -30,19 +80,27 @@ class ModelServer:
         self.lock = threading.Lock()
         self.calls = 0
         self.completion_tokens = 0
+        self.cancelled = 0
 
-    def complete(self, prompt: str, max_tokens: int) -> tuple[str, str, dict[str, int]]:
+    def complete(
+        self, prompt: str, max_tokens: int, send: Any = None
+    ) -> tuple[str, str, dict[str, int]]:
+        """Generates greedily; with ``send``, streams each token's text through it."""
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        stream = TokenStream(self.tokenizer, send) if send else None
         with self.lock, torch.inference_mode():
             out = self.model.generate(
                 ids,
                 max_new_tokens=max_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.eos_token_id,
+                streamer=stream,
+                stopping_criteria=StoppingCriteriaList([StopWhenGone(stream)] if stream else []),
             )
             new = out[0, ids.shape[1] :].tolist()
             self.calls += 1
             self.completion_tokens += len(new)
+            self.cancelled += bool(stream and stream.gone)
         finish = "stop" if self.tokenizer.eos_token_id in new else "length"
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return text, finish, {"prompt_tokens": ids.shape[1], "completion_tokens": len(new)}
@@ -55,6 +113,61 @@ class ModelServer:
             continue_final_message=body.get("continue_final_message", False),
         )
         return prompt
+
+
+ROUTES = ("/v1/completions", "/v1/chat/completions")
+
+
+def complete_reply(server: ModelServer, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """The status and JSON reply of a non-streamed request. Raises ``KeyError``,
+    ``ValueError`` or ``TypeError`` on a bad body."""
+    max_tokens = int(body.get("max_tokens", 16))
+    if path == "/v1/completions":
+        text, finish, usage = server.complete(body["prompt"], max_tokens)
+        choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish}
+    elif path == "/v1/chat/completions":
+        text, finish, usage = server.complete(server.chat_prompt(body), max_tokens)
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+    else:
+        return 404, {"error": {"message": f"no route {path}"}}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return 200, {"object": "text_completion", "choices": [choice], "usage": usage}
+
+
+def sse_chunk(chat: bool, text: str | None, finish: str | None = None) -> dict[str, Any]:
+    """One streamed chunk: ``text`` as a completion's text or a chat delta's content."""
+    if not chat:
+        choice: dict[str, Any] = {"index": 0, "text": text or ""}
+    else:
+        choice = {"index": 0, "delta": {"content": text} if text else {}}
+    return {"object": "chunk", "choices": [{**choice, "finish_reason": finish}]}
+
+
+def stream_reply(
+    handler: BaseHTTPRequestHandler, server: ModelServer, body: dict[str, Any]
+) -> None:
+    """Answers ``body`` as SSE, one chunk per token, then finish, usage and ``[DONE]``."""
+    chat = handler.path == "/v1/chat/completions"
+    prompt = server.chat_prompt(body) if chat else body["prompt"]
+
+    def event(payload: dict[str, Any]) -> None:
+        handler.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        handler.wfile.flush()
+
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    max_tokens = int(body.get("max_tokens", 16))
+    _, finish, usage = server.complete(prompt, max_tokens, lambda t: event(sse_chunk(chat, t)))
+    try:
+        event(sse_chunk(chat, None, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            event({"object": "chunk", "choices": [], "usage": usage})
+        handler.wfile.write(b"data: [DONE]\n\n")
+    except OSError:
+        pass
 
 
 def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
@@ -74,31 +187,21 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             if self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": "smollm2", "object": "model"}]})
             elif self.path == "/stats":
-                self._send(
-                    200, {"calls": server.calls, "completion_tokens": server.completion_tokens}
-                )
+                counters = ("calls", "completion_tokens", "cancelled")
+                self._send(200, {name: getattr(server, name) for name in counters})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
             try:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                max_tokens = int(body.get("max_tokens", 16))
-                if self.path == "/v1/completions":
-                    text, finish, usage = server.complete(body["prompt"], max_tokens)
-                    choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish}
-                elif self.path == "/v1/chat/completions":
-                    text, finish, usage = server.complete(server.chat_prompt(body), max_tokens)
-                    message = {"role": "assistant", "content": text}
-                    choice = {"index": 0, "message": message, "finish_reason": finish}
-                else:
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if body.get("stream") and self.path in ROUTES:
+                    stream_reply(self, server, body)
                     return
+                status, payload = complete_reply(server, self.path, body)
             except (KeyError, ValueError, TypeError) as exc:
-                self._send(400, {"error": {"message": f"bad request: {exc}"}})
-                return
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            self._send(200, {"object": "text_completion", "choices": [choice], "usage": usage})
+                status, payload = 400, {"error": {"message": f"bad request: {exc}"}}
+            self._send(status, payload)
 
     return Handler
 

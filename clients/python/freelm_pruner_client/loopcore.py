@@ -36,7 +36,8 @@ class LoopSettings:
     ``prune_every_tokens`` and ``max_tokens`` are tokens; ``frozen_prefix_chars`` and
     ``protect_tail_chars`` code points of the reasoning; ``max_trace_chars`` (0: no limit) is the
     longest reasoning sent to the pruner: past it, only the last ``max_trace_chars`` are sent and
-    pruned, the earlier text kept as it is.
+    pruned, the earlier text kept as it is. ``max_commands`` is how many commands the pruner's
+    model may write per call (``None``: the server's default; 0: the loop collapser alone).
     """
 
     prune_every_tokens: int = 512
@@ -45,6 +46,7 @@ class LoopSettings:
     protect_tail_chars: int = 200
     max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
     max_trace_chars: int = 0
+    max_commands: int | None = None
 
 
 @dataclass
@@ -320,6 +322,8 @@ class LoopCore:
             "max_delete_fraction": self.settings.max_delete_fraction,
             "return_pruned_trace": False,
         }
+        if self.settings.max_commands is not None:
+            options["max_commands"] = self.settings.max_commands
         return PruneCall(window, offset, options)
 
 
