@@ -31,12 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import openai
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from redis_queue import wait_serving  # noqa: E402  (bench/, the script's own folder)
 
 from pruner_service.config import settings_from  # noqa: E402
 from pruner_service.engine.fetch import ensure_embedded  # noqa: E402
@@ -64,21 +64,6 @@ def spawn(command: list[str], processes: list[subprocess.Popen[str]]) -> str:
     if not match:
         raise RuntimeError(f"{command[:4]} did not start")
     return match.group(1)
-
-
-def wait_serving(address: str, timeout: float = 300) -> None:
-    """Waits until the pruning service's health is SERVING (its model loaded)."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        limit = time.monotonic() + timeout
-        while time.monotonic() < limit:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(address)
 
 
 def proxy(upstream: str, pruner: str, flags: list[str], processes: list[Any]) -> str:
