@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from freelm_pruner_client.options import as_flag_message
 from google.protobuf.json_format import MessageToDict
 
 from pruner_service.config import Settings, settings_from
@@ -506,7 +507,7 @@ def _synth_problem(args: argparse.Namespace) -> str:
     try:
         PruneOptions(max_delete_fraction=args.max_delete_fraction).check()
     except ValueError as exc:
-        return str(exc).replace("options.max_delete_fraction", "--max-delete-fraction")
+        return as_flag_message(exc)
     return ""
 
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from freelm_pruner_client.loopcore import Delimiters
-from freelm_pruner_client.options import DEFAULT_MAX_DELETE_FRACTION
+from freelm_pruner_client.options import (
+    DEFAULT_MAX_COMMANDS,
+    DEFAULT_MAX_DELETE_FRACTION,
+    PruneOptions,
+    as_flag_message,
+)
 
 Show = Literal["pruned", "full", "none"]
 SHOW_CHOICES: tuple[Show, ...] = ("pruned", "full", "none")
@@ -55,11 +60,20 @@ class ProxySettings:
             raise ValueError(f"--default-max-tokens must be >= 1, got {self.default_max_tokens}")
         if self.prune_timeout_s <= 0 or self.upstream_timeout_s <= 0:
             raise ValueError("--prune-timeout-s and --upstream-timeout-s must be positive")
-        if not 0 < self.max_delete_fraction <= 1:
-            raise ValueError(
-                f"--max-delete-fraction must be in (0, 1], got {self.max_delete_fraction}"
-            )
-        if self.max_commands is not None and self.max_commands < 0:
-            raise ValueError(f"--max-commands must be >= 0, got {self.max_commands}")
+        self._check_prune_options()
         if not self.delimiters.start or not self.delimiters.end:
             raise ValueError("--think-start and --think-end must not be empty")
+
+    def _check_prune_options(self) -> None:
+        """The pruning options sent with every call, checked by the one options validator."""
+        commands = DEFAULT_MAX_COMMANDS if self.max_commands is None else self.max_commands
+        options = PruneOptions(
+            frozen_prefix_chars=self.frozen_prefix_chars,
+            protect_tail_chars=self.protect_tail_chars,
+            max_delete_fraction=self.max_delete_fraction,
+            max_commands=commands,
+        )
+        try:
+            options.check()
+        except ValueError as exc:
+            raise ValueError(as_flag_message(exc)) from None

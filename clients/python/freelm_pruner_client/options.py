@@ -8,6 +8,7 @@ The resolver sees the options through ``protection()`` (``anchors.Protection``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from freelm_pruner_client.anchors import Protection, check_limits
@@ -41,10 +42,13 @@ class PruneOptions:
         """Raises ``ValueError`` naming the first invalid field (``options.NAME must be …,
         got …``); ``max_commands_limit`` is the server's bound on ``max_commands``."""
         check_limits(self.frozen_prefix_chars, self.protect_tail_chars, self.max_delete_fraction)
-        limit = max_commands_limit if max_commands_limit is not None else self.max_commands
-        if not 0 <= self.max_commands <= max(limit, 0):
+        if max_commands_limit is None:
+            if self.max_commands < 0:
+                raise ValueError(f"options.max_commands must be >= 0, got {self.max_commands}")
+        elif not 0 <= self.max_commands <= max_commands_limit:
             raise ValueError(
-                f"options.max_commands must be in [0, {limit}], got {self.max_commands}"
+                f"options.max_commands must be in [0, {max_commands_limit}], "
+                f"got {self.max_commands}"
             )
 
     def protection(self) -> Protection:
@@ -61,3 +65,9 @@ class PruneOptions:
     def names(cls) -> tuple[str, ...]:
         """The option names, in the proto's field order."""
         return tuple(f.name for f in fields(cls))
+
+
+def as_flag_message(error: ValueError) -> str:
+    """``check``'s message with each ``options.NAME`` written as the flag ``--name`` (for the
+    command lines that take these options as flags)."""
+    return re.sub(r"options\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(error))
