@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -85,12 +85,10 @@ class Block:
 
 @dataclass(frozen=True)
 class Line:
-    """One line: ``[start, end)`` of its content (without the line end) and where the line
-    end finishes (``stop``)."""
+    """One line: ``[start, end)`` of its content, without the line end."""
 
     start: int
     end: int
-    stop: int
 
     def blank(self, text: str) -> bool:
         return not text[self.start : self.end].strip(" \t")
@@ -103,7 +101,7 @@ def lines(text: str) -> list[Line]:
         if match.start() == len(text):
             break
         content = match.group().rstrip("\r\n")
-        found.append(Line(match.start(), match.start() + len(content), match.end()))
+        found.append(Line(match.start(), match.start() + len(content)))
     return found
 
 
@@ -162,9 +160,10 @@ class Segmentation:
                 return stop, Kind.CODE
         return index + 1, None
 
-    def _run(self, index: int, test: object) -> int:
+    def _run(self, index: int, test: Callable[[int], bool]) -> int:
+        """One past the last line from ``index`` on for which ``test(line index)`` holds."""
         stop = index
-        while stop < len(self.lines) and test(stop):  # type: ignore[operator]
+        while stop < len(self.lines) and test(stop):
             stop += 1
         return stop
 
