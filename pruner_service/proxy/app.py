@@ -4,7 +4,8 @@
   a ``Session`` (streamed as SSE when it asks for ``stream``); any other is passed through.
 - ``/health``: the proxy is up (it does not probe the upstream or the pruner: the proxy works,
   unpruned, without the pruner). ``/metrics``: Prometheus text.
-- every other path (``/v1/models``, ...): passed through unchanged, streaming both ways.
+- every other path (``/v1/models``, ...): passed through unchanged; an event stream is relayed
+  as it comes, any other reply is read whole and sent in one piece.
 
 An upstream error before anything was sent is answered with the upstream's status and body; in
 a stream already started it becomes an ``error`` event. A client that disconnects cancels the
@@ -19,6 +20,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx2
 import structlog
 from freelm_pruner_client.client import AsyncPrunerClient
 from freelm_pruner_client.loopcore import Mode, Piece
@@ -183,16 +185,28 @@ async def _forward(context: Context, request: Request, body: bytes, route: str) 
         context.metrics.requests.labels(route, "upstream_error").inc()
         return Response(exc.body, exc.status, media_type=exc.content_type)
 
-    async def content() -> AsyncIterator[bytes]:
+    context.metrics.requests.labels(route, "passthrough").inc()
+    headers = forwarded_headers(reply.headers, drop=frozenset({"date", "server"}))  # uvicorn's
+    if not reply.headers.get("content-type", "").startswith("text/event-stream"):
+        # A whole reply is read and sent in one piece: fewer ASGI messages than relaying it
+        # chunk by chunk (the raw bytes, with the upstream's own content-encoding and length).
+        try:
+            content = b"".join([part async for part in reply.aiter_raw()])  # still encoded
+        except httpx2.HTTPError as exc:
+            failed = UpstreamError.unreachable(exc)
+            return Response(failed.body, failed.status, media_type=failed.content_type)
+        finally:
+            await reply.aclose()
+        return Response(content, reply.status_code, headers)
+
+    async def events() -> AsyncIterator[bytes]:
         try:
             async for part in reply.aiter_raw():
                 yield part
         finally:
             await reply.aclose()
 
-    context.metrics.requests.labels(route, "passthrough").inc()
-    headers = forwarded_headers(reply.headers, drop=frozenset({"date", "server"}))  # uvicorn's
-    return StreamingResponse(content(), reply.status_code, headers)
+    return StreamingResponse(events(), reply.status_code, headers)
 
 
 async def _disconnected(request: Request) -> None:
