@@ -6,19 +6,41 @@ import json
 from pathlib import Path
 
 import pytest
-from freelm_pruner_client.anchors import AnchorCommand
-from freelm_pruner_client.conformance import expectation, generate
+from freelm_pruner_client.anchors import AnchorCommand, Span
+from freelm_pruner_client.conformance import check, expectation, generate
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
 from pruner_service.worker import resolve
 
-VECTORS = Path(__file__).resolve().parents[2] / "proto" / "conformance" / "anchor_vectors_v2.json"
+FOLDER = Path(__file__).resolve().parents[2] / "proto" / "conformance"
+VECTORS = FOLDER / "anchor_vectors_v3.json"
 CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
+V2 = json.loads((FOLDER / "anchor_vectors_v2.json").read_text(encoding="utf-8"))["cases"]
 
 
 def test_the_committed_vectors_are_what_the_resolver_generates() -> None:
     assert json.loads(VECTORS.read_text(encoding="utf-8")) == generate()
+
+
+def test_the_version_2_vectors_still_pass_unchanged_and_open_version_3() -> None:
+    assert check({"cases": V2}) == []
+    assert CASES[: len(V2)] == V2
+
+
+def test_scoped_cases_cover_every_status_and_non_ascii_text() -> None:
+    scoped = [case for case in CASES if any("scope" in c for c in case["commands"])]
+    statuses = {c["status"] for case in scoped for c in case["expect"]["commands"]}
+    assert {"APPLIED", "INVALID_COMMAND", "PREFIX_NOT_FOUND", "PREFIX_AMBIGUOUS"} <= statuses
+    assert "SUFFIX_NOT_FOUND" in statuses
+    assert sum(any(ord(ch) > 127 for ch in case["trace"]) for case in scoped) >= 10
+    with_bytes = [
+        c["scope"]
+        for case in scoped
+        for c in case["expect"]["commands"]
+        if "scope" in c and c["scope"]["byte_end"] != c["scope"]["end"]
+    ]
+    assert with_bytes, "some scope's byte offsets differ from its code points"
 
 
 def test_the_vectors_cover_every_status_source_and_non_ascii_text() -> None:
@@ -55,6 +77,9 @@ def test_the_server_path_agrees_with_every_vector(case: dict) -> None:
             protect_results=options["protect_results"],
         ),
     )
-    commands = tuple(AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"])
+    commands = tuple(
+        AnchorCommand(c["prefix"], c["suffix"], Span(*c["scope"]) if "scope" in c else None)
+        for c in case["commands"]
+    )
     outcome = resolve(request, Proposal(commands, "", 0, 0))
     assert expectation(outcome) == case["expect"]

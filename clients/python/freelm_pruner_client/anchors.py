@@ -6,14 +6,18 @@ model. It does not know where commands come from (a model, a file) nor how loops
 spans arrive already computed (see ``loops``) and are merged here under the same protection and
 safety rules as model spans.
 
-Every command is resolved against the original trace, independently of the others:
+Every command is resolved against the original trace, independently of the others, inside its
+scope: a command written for one window of a long trace carries that window's range
+``[scope.start, scope.end)`` of the trace (code points) and is resolved as if the trace were that
+range; a command without a scope has the whole trace as its scope.
 
-1. prefix and suffix must be non-empty, else ``INVALID_COMMAND``;
-2. the prefix must occur exactly once (overlapping occurrences count), else ``PREFIX_NOT_FOUND`` /
-   ``PREFIX_AMBIGUOUS``;
-3. the suffix match is the first occurrence of the suffix starting at or after the prefix and ending
-   at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
-4. the span runs from the prefix's start to the suffix's end;
+1. prefix and suffix must be non-empty and the scope must lie inside the trace, else
+   ``INVALID_COMMAND``;
+2. the prefix must occur exactly once in the scope (overlapping occurrences count), else
+   ``PREFIX_NOT_FOUND`` / ``PREFIX_AMBIGUOUS``;
+3. the suffix match is the first occurrence of the suffix in the scope starting at or after the
+   prefix and ending at or after the prefix's end, else ``SUFFIX_NOT_FOUND``;
+4. the span runs from the prefix's start to the suffix's end (offsets in the whole trace);
 5. a span intersecting the frozen prefix or the protected tail is ``PROTECTED``; with
    ``protect_last_sentence`` the trace's last sentence with word content
    (``segments.last_sentence``) and everything after it is protected, and with
@@ -37,7 +41,7 @@ import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from freelm_pruner_client.segments import last_sentence, result_sentences
 
@@ -85,10 +89,12 @@ class Span:
 
 @dataclass(frozen=True)
 class AnchorCommand:
-    """One command as emitted: delete from ``prefix`` through the next ``suffix``."""
+    """One command as emitted: delete from ``prefix`` through the next ``suffix``, both found
+    inside ``scope`` (code points of the trace; ``None``: the whole trace)."""
 
     prefix: str
     suffix: str
+    scope: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -103,12 +109,14 @@ class ByteSpan:
 
 @dataclass(frozen=True)
 class ResolvedCommand:
-    """A command with its status and, when both anchors resolved, its span."""
+    """A command with its status, its span when both anchors resolved, and its scope (``None``:
+    the whole trace)."""
 
     prefix: str
     suffix: str
     status: Status
     span: ByteSpan | None = None
+    scope: ByteSpan | None = None
 
 
 @dataclass(frozen=True)
@@ -210,23 +218,28 @@ class PruneOutcome:
     cancellations: tuple[Cancellation, ...] = ()
 
 
-def occurs_more_than_once(trace: str, text: str) -> bool:
-    """Whether ``text`` occurs in ``trace`` twice or more, overlapping occurrences counted: the
-    ambiguity of rule 2."""
-    first = trace.find(text)
-    return first >= 0 and trace.find(text, first + 1) >= 0
+def occurs_more_than_once(trace: str, text: str, start: int = 0, end: int | None = None) -> bool:
+    """Whether ``text`` occurs in ``trace[start:end]`` twice or more, overlapping occurrences
+    counted: the ambiguity of rule 2."""
+    end = len(trace) if end is None else end
+    first = trace.find(text, start, end)
+    return first >= 0 and trace.find(text, first + 1, end) >= 0
 
 
-def resolve_anchor(trace: str, prefix: str, suffix: str) -> tuple[Status, Span | None]:
-    """Resolves one command against ``trace`` (rules 1-4), ignoring protection and limits."""
-    if not prefix or not suffix:
+def resolve_anchor(
+    trace: str, prefix: str, suffix: str, scope: Span | None = None
+) -> tuple[Status, Span | None]:
+    """Resolves one command against ``trace`` inside ``scope`` (rules 1-4; ``None``: the whole
+    trace), ignoring protection and limits. The span is in code points of the whole trace."""
+    low, high = (0, len(trace)) if scope is None else (scope.start, scope.end)
+    if not prefix or not suffix or not 0 <= low <= high <= len(trace):
         return Status.INVALID_COMMAND, None
-    p = trace.find(prefix)
+    p = trace.find(prefix, low, high)
     if p < 0:
         return Status.PREFIX_NOT_FOUND, None
-    if occurs_more_than_once(trace, prefix):
+    if occurs_more_than_once(trace, prefix, low, high):
         return Status.PREFIX_AMBIGUOUS, None
-    s = trace.find(suffix, max(p, p + len(prefix) - len(suffix)))
+    s = trace.find(suffix, max(p, p + len(prefix) - len(suffix)), high)
     if s < 0:
         return Status.SUFFIX_NOT_FOUND, None
     return Status.APPLIED, Span(p, s + len(suffix))
@@ -319,12 +332,19 @@ def _outcome(
     removed: int,
 ) -> PruneOutcome:
     points = [p for _, sp, _ in resolved if sp for p in (sp.start, sp.end)]
+    points += [p for c in commands if _fits(c.scope, trace) for p in (c.scope.start, c.scope.end)]
     points += [p for span, _ in merged for p in (span.start, span.end)]
     points += [p for span, _, _ in cancelled for p in (span.start, span.end)]
     to_bytes = byte_offsets(trace, points)
     return PruneOutcome(
         commands=tuple(
-            ResolvedCommand(c.prefix, c.suffix, st, _byte_span(sp, to_bytes))
+            ResolvedCommand(
+                c.prefix,
+                c.suffix,
+                st,
+                _byte_span(sp, to_bytes),
+                _byte_span(c.scope, to_bytes) if _fits(c.scope, trace) else None,
+            )
             for c, (st, sp, _) in zip(commands, resolved, strict=True)
         ),
         deletions=tuple(
@@ -343,11 +363,16 @@ def _outcome(
 def _resolve_protected(
     trace: str, command: AnchorCommand, protection: Protection
 ) -> tuple[Status, Span | None, Reason | None]:
-    status, span = resolve_anchor(trace, command.prefix, command.suffix)
+    status, span = resolve_anchor(trace, command.prefix, command.suffix, command.scope)
     reason = protection.reason(span) if span is not None else None
     if reason is not None:
         return Status.PROTECTED, span, reason
     return status, span, None
+
+
+def _fits(scope: Span | None, trace: str) -> TypeGuard[Span]:
+    """Whether ``scope`` is a range of ``trace`` (an invalid one is reported as no scope)."""
+    return scope is not None and 0 <= scope.start <= scope.end <= len(trace)
 
 
 def _byte_span(span: Span | None, to_bytes: dict[int, int]) -> ByteSpan | None:

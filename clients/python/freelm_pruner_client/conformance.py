@@ -1,23 +1,27 @@
 """Conformance vectors: language-neutral cases of the anchor semantics and the loop collapser.
 
-The vectors file (``proto/conformance/anchor_vectors_v2.json``) is generated from the normative
+The vectors file (``proto/conformance/anchor_vectors_v3.json``) is generated from the normative
 resolver by this module and checked by the server's and the client's tests, so an implementation
 in another language proves it agrees by passing every case.
 
 Each case: ``trace``, ``question`` (only result protection reads it), ``commands``
-(``prefix``/``suffix``), ``options`` (``frozen_prefix_chars``, ``protect_tail_chars``,
+(``prefix``/``suffix``, and ``scope``, ``[start, end)`` in code points, on a scoped command),
+``options`` (``frozen_prefix_chars``, ``protect_tail_chars``,
 ``max_delete_fraction``, ``collapse_loops``, ``protect_last_sentence``, ``protect_results``) and
 ``expect``: per-command ``status`` (with ``start``/``end``/``byte_start``/``byte_end`` when
-resolved), the ``deletions`` (with ``source``), the ``cancellations`` (with ``source`` and
+resolved, and ``scope`` with code-point and byte offsets when the command has one), the
+``deletions`` (with ``source``), the ``cancellations`` (with ``source`` and
 ``reason``) and the ``pruned_trace``.
 
 Version 2 differs from version 1 in three ways: the safety limit no longer applies to loop copies
 (rule 8), the loop collapser and the sentence protections follow the segmenter (CJK sentence
 ends, loops of unit sequences, near-verbatim copies, atomic code blocks, the last sentence with
-word content, signed numbers), and each expectation lists its ``cancellations``.
+word content, signed numbers), and each expectation lists its ``cancellations``. Version 3 adds
+scoped commands (a long trace's window): every version 2 case is in version 3 unchanged, and the
+version 2 file still passes (a command without a scope resolves against the whole trace).
 
-    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v2.json
-    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v2.json
+    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v3.json
+    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v3.json
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, prune
+from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Span, prune
 from freelm_pruner_client.loops import loop_spans
 
-VERSION = 2
+VERSION = 3
 _SEED = 20260215
 
 
@@ -43,7 +47,7 @@ def run_case(case: dict[str, Any]) -> PruneOutcome:
     trace = case["trace"]
     return prune(
         trace,
-        [AnchorCommand(c["prefix"], c["suffix"]) for c in case["commands"]],
+        [_command(c) for c in case["commands"]],
         loop_spans=loop_spans(trace) if options["collapse_loops"] else (),
         protection=Protection(
             options["frozen_prefix_chars"],
@@ -54,6 +58,11 @@ def run_case(case: dict[str, Any]) -> PruneOutcome:
         ),
         question=case["question"],
     )
+
+
+def _command(item: dict[str, Any]) -> AnchorCommand:
+    scope = item.get("scope")
+    return AnchorCommand(item["prefix"], item["suffix"], Span(*scope) if scope else None)
 
 
 def expectation(outcome: PruneOutcome) -> dict[str, Any]:
@@ -68,6 +77,13 @@ def expectation(outcome: PruneOutcome) -> dict[str, Any]:
                 byte_start=c.span.byte_start,
                 byte_end=c.span.byte_end,
             )
+        if c.scope is not None:
+            item["scope"] = {
+                "start": c.scope.start,
+                "end": c.scope.end,
+                "byte_start": c.scope.byte_start,
+                "byte_end": c.scope.byte_end,
+            }
         commands.append(item)
     deletions = [
         {
@@ -98,14 +114,26 @@ def expectation(outcome: PruneOutcome) -> dict[str, Any]:
     }
 
 
-def _case(name: str, trace: str, commands: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
-    """A case with its expectation; ``options``: frozen, tail, fraction, loops, last, results and
+def _case(
+    name: str,
+    trace: str,
+    commands: list[tuple[str, str]] | list[tuple[str, str, Any]],
+    **options: Any,
+) -> dict[str, Any]:
+    """A case with its expectation; a command is ``(prefix, suffix)`` or ``(prefix, suffix,
+    (start, end))`` with a scope; ``options``: frozen, tail, fraction, loops, last, results and
     question."""
+    items = []
+    for command in commands:
+        item: dict[str, Any] = {"prefix": command[0], "suffix": command[1]}
+        if len(command) > 2:
+            item["scope"] = list(command[2])
+        items.append(item)
     case: dict[str, Any] = {
         "name": name,
         "trace": trace,
         "question": options.get("question", ""),
-        "commands": [{"prefix": p, "suffix": s} for p, s in commands],
+        "commands": items,
         "options": {
             "frozen_prefix_chars": options.get("frozen", 0),
             "protect_tail_chars": options.get("tail", 0),
@@ -357,10 +385,62 @@ def _random_result_cases(count: int) -> Iterator[dict[str, Any]]:
         )
 
 
+def _scoped_cases() -> Iterator[dict[str, Any]]:
+    """Commands with a scope: the window of a long trace they were written for."""
+    t = "Wait, so 7. Check: 3 + 4 = 7. Wait, so 7. Check: 3 + 4 = 7. Answer: 7."
+    second = t.index("Wait", 1)
+    yield _case("scoped_prefix_unique_in_scope", t, [("Wait", "7.", (second, len(t)))])
+    yield _case("scoped_prefix_ambiguous_in_scope", t, [("Wait", "7.", (0, len(t)))])
+    yield _case("unscoped_prefix_ambiguous", t, [("Wait", "7.")])
+    yield _case("scoped_prefix_outside_scope", t, [("Answer", "7.", (0, second))])
+    yield _case("scoped_suffix_outside_scope", t, [("Check", "Answer:", (0, second))])
+    yield _case("scoped_suffix_at_scope_end", t, [("Check", "7.", (11, second))])
+    yield _case("scope_empty", t, [("Wait", "7.", (5, 5))])
+    yield _case("scope_past_the_trace", t, [("Wait", "7.", (0, len(t) + 1))])
+    yield _case("scope_reversed", t, [("Wait", "7.", (9, 3))])
+    c = "再算一次。答案是七。😀 再算一次。答案是七。结束。"
+    half = c.index("😀")
+    yield _case(
+        "scoped_non_ascii", c, [("再算", "七。", (0, half)), ("再算", "七。", (half, len(c)))]
+    )
+    yield _case(
+        "scoped_with_loops_and_protection",
+        "Hmm. Hmm. Hmm. Hmm. So 7. Let me redo. So 7. Answer: 7.",
+        [("Let me", "7.", (20, 46)), ("So", "7.", (0, 20))],
+        loops=True,
+        last=True,
+        results=True,
+    )
+
+
+def _random_scoped_cases(count: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(_SEED + 3)
+    for i in range(count):
+        alphabet = _ALPHABETS[i % len(_ALPHABETS)]
+        trace = "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 60)))
+        commands = []
+        for _ in range(rng.randint(1, 3)):
+            middle = len(trace) // 2
+            scope = (rng.randint(0, middle), rng.randint(middle, len(trace)))
+            commands.append(
+                (_fragment(rng, trace, alphabet), _fragment(rng, trace, alphabet), scope)
+            )
+        yield _case(
+            f"random_scoped_{i}",
+            trace,
+            commands,
+            frozen=rng.choice([0, 0, 3]),
+            tail=rng.choice([0, 0, 4]),
+            fraction=rng.choice([1.0, 1.0, 0.5]),
+        )
+
+
 def generate() -> dict[str, Any]:
-    """All vectors: the handwritten cases, then seeded random ones."""
+    """All vectors: the handwritten cases, then seeded random ones (version 2's cases first,
+    unchanged, then the scoped ones)."""
     cases = list(_handwritten()) + list(_random_cases(200)) + list(_random_loop_cases(60))
     cases += list(_random_result_cases(40))
+    cases += list(_scoped_cases()) + list(_random_scoped_cases(60))
     return {"version": VERSION, "cases": cases}
 
 
