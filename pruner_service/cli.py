@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from freelm_pruner_client.client import DEFAULT_TIMEOUT_S, SECONDS_PER_KCHAR
 from freelm_pruner_client.options import as_flag_message
 from google.protobuf.json_format import MessageToDict
 
@@ -27,7 +28,6 @@ from pruner_service.proxy.cli import run as run_proxy
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-DEFAULT_TIMEOUT_S = 300.0
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,8 @@ def _connection_options(in_command: bool) -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=default(DEFAULT_TIMEOUT_S),
-        help=f"seconds per call (default {DEFAULT_TIMEOUT_S:g})",
+        help=f"seconds per call (default {DEFAULT_TIMEOUT_S:g}); a prune call gets "
+        f"{SECONDS_PER_KCHAR:g} s more per 1,000 code points of its trace",
     )
     return parent
 
@@ -127,6 +128,10 @@ def _add_training_commands(commands: Any) -> None:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--family", choices=["train", "eval"], default="train",
                       help="phrasing templates (eval shares none with train)")  # fmt: skip
+    data.add_argument("--long-chars", type=int, default=0,
+                      help="write long traces of at least this many code points, each several "
+                      "problems' reasoning with long loops and far re-checks (default 0: short "
+                      "traces)")  # fmt: skip
     train = commands.add_parser(
         "train", help="train a Free-Module (LoRA) on labelled records for the profile's base"
     )
@@ -334,7 +339,7 @@ def _prune_remote(args: argparse.Namespace, trace: str) -> Any:
 
 
 def _prune_local(args: argparse.Namespace, settings: Settings, trace: str) -> Any:
-    from freelm_pruner_client.client import build_request
+    from freelm_pruner_client.client import build_request, scaled_timeout
     from freelm_pruner_client.errors import PrunerClientError
 
     from pruner_service import convert
@@ -347,17 +352,40 @@ def _prune_local(args: argparse.Namespace, settings: Settings, trace: str) -> An
         print(f"error: {exc.code.name}: {exc}", file=sys.stderr)
         return None
     service = build_service(settings)
+    bar = None
     try:
         request = convert.request_from_proto(message, service.limits)
         service.start(background=False)
-        result = service.prune(request, time.time() + args.timeout)
+        bar = _window_progress(service.engine)
+        result = service.prune(request, time.time() + scaled_timeout(trace, args.timeout))
     except PrunerError as exc:
         code, text = status_of(exc)
         print(f"error: {code.name}: {text}", file=sys.stderr)
         return None
     finally:
+        if bar is not None:
+            bar.close()
         service.shutdown(grace=0)
     return convert.result_to_proto(result)
+
+
+def _window_progress(engine: Any) -> Any:
+    """A progress bar over the windows of a long trace on a terminal (stderr), else None."""
+    from tqdm import tqdm
+
+    from pruner_service.engine.hf import HFEngine
+
+    if not isinstance(engine, HFEngine) or not sys.stderr.isatty():
+        return None
+    bar = tqdm(total=0, unit="window", desc="cleaning", file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    engine.progress = update
+    return bar
 
 
 def _print_reply(response: Any, as_json: bool) -> None:
@@ -428,7 +456,7 @@ def _data(args: argparse.Namespace, settings: Settings) -> int:
     from pruner_service.training.data import generate
 
     with args.output.open("w", encoding="utf-8") as out:
-        for record in generate(args.count, args.seed, args.family):
+        for record in generate(args.count, args.seed, args.family, args.long_chars):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     print(f"wrote {args.count} records to {args.output}", file=sys.stderr)
     return 0

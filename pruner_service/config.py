@@ -50,10 +50,18 @@ class Settings:
     max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits to fill up"})
     max_queue: int = field(default=256, metadata={"help": "queued requests before rejecting"})
     max_trace_chars: int = field(
-        default=24_000, metadata={"help": "longest trace accepted, in code points"}
+        default=2_000_000,
+        metadata={
+            "help": "longest trace accepted, in code points (a memory bound: a trace longer "
+            "than one model call is cleaned in windows)"
+        },
     )
     max_question_chars: int = field(
-        default=4_000, metadata={"help": "longest question accepted, in code points"}
+        default=1_000_000,
+        metadata={
+            "help": "longest question accepted, in code points (a long question is cut to "
+            "its start and end in a windowed prompt)"
+        },
     )
     max_new_tokens: int = field(
         default=0, metadata={"help": "override the profile's output token budget (0: keep)"}
@@ -62,7 +70,15 @@ class Settings:
         default=64 * 1024 * 1024, metadata={"help": "largest gRPC message the transport accepts"}
     )
     default_deadline_s: float = field(
-        default=300.0, metadata={"help": "deadline for requests that set none"}
+        default=300.0,
+        metadata={
+            "help": "deadline for requests that set none, and the longest any request gets, "
+            "plus --deadline-s-per-kchar per 1,000 code points of its trace"
+        },
+    )
+    deadline_s_per_kchar: float = field(
+        default=3.0,
+        metadata={"help": "seconds the default deadline grows by per 1,000 code points of trace"},
     )
     grace_s: float = field(default=30.0, metadata={"help": "drain time on shutdown"})
     grpc_threads: int = field(default=64, metadata={"help": "gRPC handler threads"})

@@ -81,6 +81,8 @@ def command_to_proto(command: ResolvedCommand) -> pb.Command:
         message.end = command.span.end
         message.byte_start = command.span.byte_start
         message.byte_end = command.span.byte_end
+    if command.scope is not None:
+        message.scope.CopyFrom(pb.Scope(**_offsets(command.scope)))
     return message
 
 
@@ -121,6 +123,8 @@ def result_to_proto(result: PruneResult) -> pb.PruneResponse:
             first_changed_byte=usage.first_changed_byte,
             prompt_tokens=usage.prompt_tokens,
             generated_tokens=usage.generated_tokens,
+            question_tokens=usage.question_tokens,
+            windows=usage.windows,
         ),
         timing=pb.Timing(
             queue_ms=timing.queue_ms,
@@ -165,6 +169,10 @@ def info_to_proto(info: EngineInfo, settings: Settings, limits: Limits) -> pb.Mo
         max_anchor_chars=info.max_anchor_chars,
         max_batch=settings.max_batch,
         note=info.note,
+        window_tokens=info.window_tokens,
+        window_overlap_tokens=info.window_overlap_tokens,
+        question_tokens=info.question_tokens,
+        max_question_chars=limits.max_question_chars,
     )
 
 
@@ -189,12 +197,14 @@ def request_to_proto(request: PruneRequest) -> pb.PruneRequest:
 
 
 def command_from_proto(message: pb.Command) -> ResolvedCommand:
-    span = None
+    span = scope = None
     if message.HasField("start"):
         span = ByteSpan(message.start, message.end, message.byte_start, message.byte_end)
-    return ResolvedCommand(
-        message.prefix, message.suffix, Status(pb.CommandStatus.Name(message.status)), span
-    )
+    if message.HasField("scope"):
+        s = message.scope
+        scope = ByteSpan(s.start, s.end, s.byte_start, s.byte_end)
+    status = Status(pb.CommandStatus.Name(message.status))
+    return ResolvedCommand(message.prefix, message.suffix, status, span, scope)
 
 
 def cancellation_from_proto(message: pb.Cancellation) -> Cancellation:
@@ -234,6 +244,8 @@ def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = Tru
             u.first_changed_byte,
             u.prompt_tokens,
             u.generated_tokens,
+            u.question_tokens,
+            u.windows,
         ),
         timing=Timing(t.queue_ms, t.compute_ms, t.batch_size, t.total_ms),
         model_id=message.model_id,

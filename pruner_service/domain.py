@@ -57,6 +57,8 @@ class Usage:
     first_changed_byte: int
     prompt_tokens: int
     generated_tokens: int
+    question_tokens: int = 0
+    windows: int = 0
 
 
 @dataclass(frozen=True)

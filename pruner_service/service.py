@@ -204,11 +204,18 @@ class PrunerService:
             raise Unavailable(f"not ready: {self._not_ready_reason}")
         raise Unavailable("the model is still loading; retry shortly")
 
-    def deadline_for(self, time_remaining: float | None) -> float:
-        """The absolute deadline (epoch seconds) of a request with ``time_remaining`` seconds."""
-        if time_remaining is None:
-            time_remaining = self.settings.default_deadline_s
-        return time.time() + min(time_remaining, self.settings.default_deadline_s)
+    @property
+    def engine(self) -> Engine | None:
+        """The loaded engine (``None`` before it is loaded, and on a frontend)."""
+        return self._engine
+
+    def deadline_for(self, time_remaining: float | None, trace_chars: int = 0) -> float:
+        """The absolute deadline (epoch seconds) of a request with ``time_remaining`` seconds
+        (``None``: the caller set none) and a trace of ``trace_chars`` code points: at most
+        ``default_deadline_s`` plus ``deadline_s_per_kchar`` per 1,000 code points."""
+        settings = self.settings
+        longest = settings.default_deadline_s + settings.deadline_s_per_kchar * trace_chars / 1e3
+        return time.time() + min(longest if time_remaining is None else time_remaining, longest)
 
     def submit(self, request: PruneRequest, deadline: float) -> Job:
         """Admits ``request``; raises ``Unavailable`` or ``QueueFull``."""
@@ -241,17 +248,22 @@ class PrunerService:
         return self.wait(self.submit(request, deadline))
 
     def prune_stream(
-        self, items: Iterable[PruneRequest | Rejected], deadline: float
+        self, items: Iterable[PruneRequest | Rejected], call_deadline: float | None
     ) -> Iterator[StreamItem]:
         """Answers every item of ``items`` once, in completion order; errors are per item.
 
-        At most ``2 * max_batch`` items are in flight; a full queue makes the stream wait (until
-        the deadline) instead of failing items.
+        Each item has its own deadline from when it is read (``deadline_for`` its trace), never
+        past the call's (``call_deadline``, epoch seconds; ``None``: the call has none). At most
+        ``2 * max_batch`` items are in flight; a full queue makes the stream wait (until the
+        item's deadline) instead of failing items.
         """
         out: stdlib_queue.Queue[object] = stdlib_queue.Queue()
         window = threading.Semaphore(2 * self.settings.max_batch)
         feeder = threading.Thread(
-            target=self._feed, args=(items, deadline, out, window), name="stream-feed", daemon=True
+            target=self._feed,
+            args=(items, call_deadline, out, window),
+            name="stream-feed",
+            daemon=True,
         )
         feeder.start()
         answered, total = 0, -1
@@ -266,7 +278,7 @@ class PrunerService:
     def _feed(
         self,
         items: Iterable[PruneRequest | Rejected],
-        deadline: float,
+        call_deadline: float | None,
         out: stdlib_queue.Queue[object],
         window: threading.Semaphore,
     ) -> None:
@@ -278,7 +290,8 @@ class PrunerService:
                     out.put((item.request_id, item.error))
                     continue
                 window.acquire()
-                self._feed_one(item, deadline, out, window)
+                remaining = None if call_deadline is None else call_deadline - time.time()
+                self._feed_one(item, self.deadline_for(remaining, len(item.trace)), out, window)
         except Exception as exc:  # the caller's stream broke: answer what was admitted
             log.info("stream_input_ended", reason=f"{type(exc).__name__}: {exc}")
         out.put((_END, count))

@@ -7,6 +7,7 @@ item that fails validation is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -31,7 +32,7 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
 
     def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
         domain = convert.request_from_proto(request, self.service.limits)
-        deadline = self.service.deadline_for(context.time_remaining())
+        deadline = self.service.deadline_for(context.time_remaining(), len(domain.trace))
         job = self.service.submit(domain, deadline)
         context.add_callback(job.future.cancel)
         result = self.service.wait(job)
@@ -43,9 +44,10 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
         request_iterator: Iterator[pb.PruneRequest | Undecodable],
         context: grpc.ServicerContext,
     ) -> Iterator[pb.PruneStreamResponse]:
-        deadline = self.service.deadline_for(context.time_remaining())
+        remaining = context.time_remaining()
+        call_deadline = None if remaining is None else time.time() + remaining
         items = (self._stream_item(message) for message in request_iterator)
-        for request_id, item in self.service.prune_stream(items, deadline):
+        for request_id, item in self.service.prune_stream(items, call_deadline):
             if isinstance(item, PrunerError):
                 log.info("prune", request_id=request_id, outcome=type(item).__name__)
             else:

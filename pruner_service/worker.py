@@ -22,7 +22,7 @@ from pruner_service.queue.base import Job, JobQueue
 
 log = structlog.get_logger(__name__)
 
-_NO_MODEL = Proposal((), "[]", 0, 0)
+_NO_MODEL = Proposal((), "[]", 0, 0, windows=0)
 
 
 class Worker:
@@ -90,6 +90,8 @@ class Worker:
                 first_changed_byte=first_byte,
                 prompt_tokens=proposal.prompt_tokens,
                 generated_tokens=proposal.generated_tokens,
+                question_tokens=proposal.question_tokens,
+                windows=proposal.windows,
             ),
             timing=Timing(
                 queue_ms=max(0.0, (now - job.enqueued_at) * 1000.0 - compute_ms),

@@ -24,8 +24,12 @@ class Proposal:
     prompt_tokens: int
     generated_tokens: int
     truncated: bool = False
-    """Decoding stopped before the list closed (token budget, or a repeated command); the
-    complete commands are kept and ``raw_output`` is their JSON."""
+    """Decoding stopped before the list closed (token budget, or a repeated command), in any
+    window; the complete commands are kept and ``raw_output`` is their JSON."""
+    question_tokens: int = 0
+    """Tokens of the question each prompt used."""
+    windows: int = 1
+    """Model calls (rows) the trace took: 1 when it fit one prompt."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,14 @@ class EngineInfo:
     max_commands: int
     max_anchor_chars: int
     note: str
+    window_tokens: int = 0
+    window_overlap_tokens: int = 0
+    question_tokens: int = 0
 
 
 class Engine(Protocol):
-    """Turns a batch of requests into a batch of proposals, in one batched computation."""
+    """Turns a batch of requests into a batch of proposals, in one batched computation (a long
+    trace's windows are rows of it)."""
 
     info: EngineInfo
 

@@ -1,6 +1,12 @@
 """The transformers engine: batched prefill and greedy decoding under the command grammar.
 
-Requests of one batch are left-padded into one tensor and decoded together with a KV cache; at
+A request whose prompt fits the model's context is one row. A longer one is cleaned in windows
+(``windows.split``): each window of the trace is a row with the question bounded to the
+profile's ``question_tokens`` (its start and end), and its commands carry the window as their
+scope. Rows are decoded in groups of at most ``max_batch_tokens`` prompt tokens, which bounds
+the KV cache's memory whatever the trace's length.
+
+Rows of one group are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
 is a valid command list whose anchors are substrings of that row's trace (with the profile's
 ``constrain_suffix``, each suffix from the trace after its command's prefix; with
@@ -12,8 +18,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import llguidance
@@ -21,7 +27,7 @@ import llguidance.hf
 import numpy as np
 import structlog
 import torch
-from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once
+from freelm_pruner_client.anchors import AnchorCommand, Span, occurs_more_than_once
 from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
 from transformers import DynamicCache
 
@@ -38,8 +44,9 @@ from pruner_service.engine.grammar import (
 )
 from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.load import LoadedModel
-from pruner_service.engine.profile import Profile, describe
+from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe, window_tokens
 from pruner_service.engine.prompt import render_prompt
+from pruner_service.engine.windows import Window, split
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -101,6 +108,23 @@ class _Row:
     guard: AnchorGuard | None = None
     steered: int = 0  # tokens the anchor guard replaced
     cut: bool = False  # the anchor guard ended the command list
+    window: Window | None = None  # the part of the request's trace this row reads; None: all
+
+
+@dataclass
+class _Plan:
+    """One request's rows: the whole trace in one, or one per window."""
+
+    rows: list[_Row]
+    question_tokens: int
+    windowed: bool
+
+
+QUESTION_JOINER = "\n[…]\n"
+"""Joins the start and end of a question longer than the profile's ``question_tokens``."""
+
+QUESTION_HEAD = 0.75
+"""The share of ``question_tokens`` given to the question's start (the rest to its end)."""
 
 
 class HFEngine:
@@ -126,7 +150,12 @@ class HFEngine:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
-        self.info = describe(profile, loaded.adapter, str(self.device))
+        overhead = (
+            len(self._tokens(render_prompt(profile.template, "", ""))) + profile.question_tokens
+        )
+        self.info = describe(profile, loaded.adapter, str(self.device), overhead)
+        self.progress: Callable[[int, int], None] | None = None
+        """Called after each group of rows with (rows decoded, rows of the call) when set."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of ``texts`` (no special tokens)."""
@@ -143,23 +172,60 @@ class HFEngine:
     def propose(
         self, requests: Sequence[PruneRequest], max_new_tokens: int = 0
     ) -> list[Proposal | Exception]:
-        """Decodes all requests as one batch; per-item errors (too long) are returned in place."""
-        results: list[Proposal | Exception] = []
-        rows: list[_Row] = []
+        """Decodes all requests' rows (a long trace's windows included) in groups of rows;
+        per-item errors are returned in place."""
+        plans: list[_Plan | Exception] = []
         for request in requests:
             try:
-                rows.append(self._row(request))
-                results.append(Proposal((), "", 0, 0, truncated=False))
+                plans.append(self._plan(request))
             except InvalidArgument as exc:
-                results.append(exc)
-        live = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
-        if rows:
+                plans.append(exc)
+        rows = [row for plan in plans if isinstance(plan, _Plan) for row in plan.rows]
+        done = 0
+        for group in self._groups(rows):
             started = time.perf_counter()
-            self._decode(rows, max_new_tokens or self.max_new_tokens)
-            log.debug("batch_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
-        for index, row in zip(live, rows, strict=True):
-            results[index] = self._proposal(row)
-        return results
+            self._decode(group, max_new_tokens or self.max_new_tokens)
+            log.debug("rows_decoded", rows=len(group), ms=(time.perf_counter() - started) * 1e3)
+            done += len(group)
+            if self.progress is not None:
+                self.progress(done, len(rows))
+        return [plan if isinstance(plan, Exception) else self._combine(plan) for plan in plans]
+
+    def _groups(self, rows: list[_Row]) -> list[list[_Row]]:
+        """``rows`` in order, in groups of at most ``max_batch_tokens`` prompt tokens (a row
+        longer than that is a group of its own)."""
+        limit = self.profile.max_batch_tokens or self.profile.context_tokens
+        groups: list[list[_Row]] = []
+        total = 0
+        for row in rows:
+            if not groups or total + len(row.prompt_ids) > limit:
+                groups.append([])
+                total = 0
+            groups[-1].append(row)
+            total += len(row.prompt_ids)
+        return groups
+
+    def _combine(self, plan: _Plan) -> Proposal:
+        """One request's proposal from its rows: a windowed request's commands carry their
+        window as scope, and its raw output is one line per window."""
+        parts = [self._proposal(row) for row in plan.rows]
+        if not plan.windowed:
+            return replace(parts[0], question_tokens=plan.question_tokens)
+        commands = tuple(
+            AnchorCommand(c.prefix, c.suffix, Span(row.window.start, row.window.end))
+            for row, part in zip(plan.rows, parts, strict=True)
+            if row.window is not None
+            for c in part.commands
+        )
+        return Proposal(
+            commands,
+            "\n".join(part.raw_output for part in parts),
+            sum(part.prompt_tokens for part in parts),
+            sum(part.generated_tokens for part in parts),
+            truncated=any(part.truncated for part in parts),
+            question_tokens=plan.question_tokens,
+            windows=len(parts),
+        )
 
     def _proposal(self, row: _Row) -> Proposal:
         """The row's commands; an output cut by the budget, a repeat or the stopping guard is
@@ -181,24 +247,90 @@ class HFEngine:
             truncated=not finished,
         )
 
-    def _row(self, request: PruneRequest) -> _Row:
-        prompt = render_prompt(self.profile.template, request.trace, request.question)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    def _tokens(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _plan(self, request: PruneRequest) -> _Plan:
+        """The request's rows: one when its whole prompt fits the context (exactly as a short
+        trace always was), else one per window. Raises ``InvalidArgument`` when a row cannot
+        be built."""
         budget = self.profile.context_tokens - self.max_new_tokens
-        if len(ids) > budget:
-            raise InvalidArgument(
-                f"prompt has {len(ids)} tokens; the model's limit is {budget} "
-                f"(context {self.profile.context_tokens} minus {self.max_new_tokens} for output)"
-            )
         max_commands = max(min(request.options.max_commands, self.profile.max_commands), 1)
-        grammar = command_grammar(request.trace, max_commands, self.profile.max_anchor_chars)
+        prompt = render_prompt(self.profile.template, request.trace, request.question)
+        if len(prompt) <= 32 * budget:  # longer can never fit: skip tokenizing it
+            ids = self._tokens(prompt)
+            if len(ids) <= budget:
+                row = self._row(ids, request.trace, max_commands)
+                return _Plan([row], len(self._tokens(request.question)), windowed=False)
+        question, question_tokens = self._bounded_question(request.question)
+        overhead = len(self._tokens(render_prompt(self.profile.template, "", question)))
+        size = min(self.info.window_tokens, window_tokens(self.profile, overhead))
+        if size < 1:
+            raise InvalidArgument(f"the prompt template and question take {overhead} tokens of "
+                                  f"the {budget} the model has for a prompt")  # fmt: skip
+        rows = []
+        for window in self.windows(request.trace, size):
+            text = request.trace[window.start : window.end]
+            if not text.strip():
+                continue
+            ids = self._tokens(render_prompt(self.profile.template, text, question))
+            rows.append(self._row(ids, text, max_commands, window))
+        return _Plan(rows, question_tokens, windowed=True)
+
+    def windows(self, trace: str, size: int) -> list[Window]:
+        """``trace`` split into windows of at most ``size`` tokens (``windows.split``), with the
+        profile's overlap; a window that re-tokenizes past ``size + WINDOW_MARGIN`` is split
+        again."""
+        encoded = self.tokenizer(trace, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [start for start, _ in encoded["offset_mapping"]]
+        overlap = min(self.profile.window_overlap_tokens, max(size // 2 - 1, 0))
+        found: list[Window] = []
+        for window in split(trace, starts, size, overlap):
+            found += self._refit(trace, window, size, overlap)
+        return found
+
+    def _refit(self, trace: str, window: Window, size: int, overlap: int) -> list[Window]:
+        text = trace[window.start : window.end]
+        count = len(self._tokens(text))
+        if count <= size + WINDOW_MARGIN or size < 2:
+            return [window]
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [start for start, _ in encoded["offset_mapping"]]
+        smaller = max(size - (count - size) - WINDOW_MARGIN, 1)
+        parts = split(text, starts, smaller, min(overlap, max(smaller // 2 - 1, 0)))
+        return [Window(window.start + p.start, window.start + p.end) for p in parts]
+
+    def _bounded_question(self, question: str) -> tuple[str, int]:
+        """The question a windowed prompt uses and its token count: the whole question when it
+        has at most ``question_tokens`` tokens, else its first ``QUESTION_HEAD`` share of them
+        and its last tokens, joined by ``QUESTION_JOINER``."""
+        limit = self.profile.question_tokens
+        if not question.strip() or limit == 0:
+            return "", 0
+        ids = self._tokens(question)
+        if len(ids) <= limit:
+            return question, len(ids)
+        head = int(limit * QUESTION_HEAD)
+        tail = limit - head
+        text = (
+            self.tokenizer.decode(ids[:head])
+            + QUESTION_JOINER
+            + (self.tokenizer.decode(ids[-tail:]) if tail else "")
+        )
+        return text, head + tail
+
+    def _row(
+        self, ids: list[int], text: str, max_commands: int, window: Window | None = None
+    ) -> _Row:
+        grammar = command_grammar(text, max_commands, self.profile.max_anchor_chars)
         matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
         guard = None
         if self.anchor_guard != "off":
-            guard = AnchorGuard(request.trace, self.profile.max_anchor_chars)
-        return _Row(ids, matcher, request.trace, max_commands, guard=guard)
+            guard = AnchorGuard(text, self.profile.max_anchor_chars)
+        return _Row(ids, matcher, text, max_commands, guard=guard, window=window)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(

@@ -95,6 +95,15 @@ class Profile:
     constrain_suffix: bool = False
     unique_prefix: bool = False
     anchor_guard: str = "off"
+    window_tokens: int = 0
+    """Most trace tokens in one window of a long trace; 0: as many as the context leaves."""
+    window_overlap_tokens: int = 0
+    """Tokens of overlap between consecutive windows (at most)."""
+    question_tokens: int = 512
+    """Most question tokens a windowed prompt uses (the question's start and end)."""
+    max_batch_tokens: int = 0
+    """Most prompt tokens decoded together in one group of rows (bounds the KV cache's
+    memory); 0: the context size."""
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -157,7 +166,19 @@ class Profile:
             constrain_suffix=bool(raw.get("constrain_suffix", False)),
             unique_prefix=bool(raw.get("unique_prefix", False)),
             anchor_guard=guard,
+            window_tokens=_count(raw, "window_tokens", 0),
+            window_overlap_tokens=_count(raw, "window_overlap_tokens", 0),
+            question_tokens=_count(raw, "question_tokens", 512),
+            max_batch_tokens=_count(raw, "max_batch_tokens", 0),
         )
+
+
+def _count(raw: dict[str, Any], name: str, default: int) -> int:
+    """A non-negative integer setting of the profile; raises ``ProfileError`` otherwise."""
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProfileError(f"profile {name} must be an integer >= 0, not {value!r}")
+    return value
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -168,9 +189,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def describe(
-    profile: Profile, adapter: AdapterConfig | None = None, device: str = ""
+    profile: Profile,
+    adapter: AdapterConfig | None = None,
+    device: str = "",
+    overhead: int = 0,
 ) -> EngineInfo:
-    """What a profile serves, without loading its weights (the adapter's config is read)."""
+    """What a profile serves, without loading its weights (the adapter's config is read).
+    ``overhead``: tokens of the template and the largest question a windowed prompt holds
+    (0: ``TEMPLATE_TOKENS_ESTIMATE`` plus the profile's ``question_tokens``), for
+    ``window_tokens``."""
     if adapter is None and profile.adapter is not None:
         adapter = AdapterConfig.load(profile.adapter)
     return EngineInfo(
@@ -185,4 +212,26 @@ def describe(
         max_commands=profile.max_commands,
         max_anchor_chars=profile.max_anchor_chars,
         note=profile.note or ("" if adapter else NO_ADAPTER_NOTE),
+        window_tokens=window_tokens(
+            profile, overhead or TEMPLATE_TOKENS_ESTIMATE + profile.question_tokens
+        ),
+        window_overlap_tokens=profile.window_overlap_tokens,
+        question_tokens=profile.question_tokens,
     )
+
+
+WINDOW_MARGIN = 16
+"""Tokens kept free in a windowed prompt: re-tokenizing a window alone can differ from the
+whole trace's tokens at its edges."""
+
+TEMPLATE_TOKENS_ESTIMATE = 256
+"""Tokens ``window_tokens`` assumes for the template when it is reported without a tokenizer
+(``GetModelInfo``); each request's windows are sized with its own exact count."""
+
+
+def window_tokens(profile: Profile, overhead: int = TEMPLATE_TOKENS_ESTIMATE) -> int:
+    """Most trace tokens in one window: the context minus the output budget, the prompt's
+    ``overhead`` (template and question, tokens) and ``WINDOW_MARGIN``, capped by the profile's
+    ``window_tokens``."""
+    room = profile.context_tokens - profile.max_new_tokens - overhead - WINDOW_MARGIN
+    return max(min(room, profile.window_tokens or room), 0)

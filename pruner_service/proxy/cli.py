@@ -120,8 +120,8 @@ def _add_limit_flags(proxy: argparse.ArgumentParser) -> None:
         "--max-trace-chars",
         type=int,
         default=24_000,
-        help="send at most the reasoning's last N code points to the pruner (its "
-        "--max-trace-chars; default 24000)",
+        help="send at most the reasoning's last N code points to the pruner (a latency bound: "
+        "each round's call must finish within --prune-timeout-s; default 24000)",
     )
     group.add_argument(
         "--max-commands",

@@ -327,8 +327,65 @@ def gold_command(
     return None
 
 
-def generate(count: int, seed: int, family: str) -> Iterator[dict[str, Any]]:
-    """``count`` records from ``seed`` in the phrasing ``family`` (``train`` or ``eval``)."""
+def make_long_record(
+    rng: random.Random, family: str, index: int, target_chars: int
+) -> dict[str, Any]:
+    """One long labelled trace of at least ``target_chars`` code points: several problems'
+    reasoning (``make_record``) in paragraphs, one after another, with two kinds of redundancy
+    that only long traces have: long loops (one sentence of the trace so far repeated 8-40
+    times; every copy after the first is gold) and re-checks of a result stated far earlier
+    (across window borders; gold ``reverify``). The question lists every part's question. The
+    record has no gold commands (anchors are for short training traces)."""
+    style = FAMILIES[family]
+    b = _Builder()
+    questions: list[str] = []
+    stated: list[str] = []  # recomputations of results already stated, to re-check later
+    part = 0
+    while b.length < target_chars:
+        record = make_record(rng, family, part)
+        offset = b.length + (2 if b.parts else 0)
+        b.add(record["trace"], sep="\n\n")
+        b.redundant += [(s + offset, e + offset, k) for s, e, k in _redundant(record)]
+        b.essential += [(s + offset, e + offset) for s, e in _essential(record)]
+        questions.append(record["question"])
+        stated += [record["trace"][s:e] for s, e in record["essential_spans"]][:1]
+        part += 1
+        if len(stated) > 3 and rng.random() < 0.5:  # a re-check of a result stated long ago
+            body = _capital(stated[rng.randrange(len(stated) - 3)])
+            text = f"{rng.choice(style.reverify_open)} {body} {rng.choice(style.reverify_close)}"
+            b.add(text, "reverify", "\n\n")
+        if rng.random() < 0.2:  # a long loop of one sentence
+            sentence = rng.choice(style.loop)
+            b.add(sentence, sep="\n\n")
+            start = b.length
+            b.add(" ".join([sentence] * rng.randint(7, 39)))
+            b.redundant.append((start, b.length, "loop"))
+    return {
+        "id": f"{family}-long-{index}",
+        "kind": "long",
+        "question": " ".join(questions),
+        "answer": "",
+        "trace": b.text,
+        "redundant_spans": [list(r) for r in b.redundant],
+        "essential_spans": [list(e) for e in b.essential],
+        "commands": [],
+    }
+
+
+def _redundant(record: dict[str, Any]) -> list[tuple[int, int, str]]:
+    return [(int(s), int(e), str(k)) for s, e, k in record["redundant_spans"]]
+
+
+def _essential(record: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(int(s), int(e)) for s, e in record["essential_spans"]]
+
+
+def generate(count: int, seed: int, family: str, long_chars: int = 0) -> Iterator[dict[str, Any]]:
+    """``count`` records from ``seed`` in the phrasing ``family`` (``train`` or ``eval``); with
+    ``long_chars``, long records of at least that many code points (``make_long_record``)."""
     rng = random.Random(seed)
     for index in range(count):
-        yield make_record(rng, family, index)
+        if long_chars > 0:
+            yield make_long_record(rng, family, index, long_chars)
+        else:
+            yield make_record(rng, family, index)

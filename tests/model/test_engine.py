@@ -21,7 +21,6 @@ from pruner_service.engine.grammar import (
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
-from pruner_service.errors import InvalidArgument
 from pruner_service.training.data import generate
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE
 
@@ -68,11 +67,37 @@ def test_outputs_parse_and_anchors_are_substrings_of_the_trace(engine: HFEngine)
             assert len(c.prefix) <= 40 and len(c.suffix) <= 40
 
 
-def test_a_prompt_over_the_context_fails_alone(engine: HFEngine) -> None:
-    long = " ".join(f"word{i}" for i in range(9000))
-    results = engine.propose(requests([TRACES[1], long]))
-    assert not isinstance(results[0], Exception)
-    assert isinstance(results[1], InvalidArgument) and "model's limit" in str(results[1])
+def test_a_prompt_over_the_context_is_cleaned_in_windows_beside_a_short_one(
+    engine: HFEngine,
+) -> None:
+    long = "\n\n".join(
+        " ".join(f"word{i}x{j}" for j in range(40)) + ". Wait, word{i}x0 again." for i in range(160)
+    )
+    short, windowed = engine.propose(requests([TRACES[1], long]))
+    assert not isinstance(short, Exception) and not isinstance(windowed, Exception)
+    assert short.windows == 1 and all(c.scope is None for c in short.commands)
+    assert windowed.windows >= 2
+    assert windowed.prompt_tokens > engine.profile.context_tokens
+    assert windowed.raw_output.count("\n") == windowed.windows - 1, "one output line per window"
+    for command in windowed.commands:
+        assert command.scope is not None
+        inside = long[command.scope.start : command.scope.end]
+        assert command.prefix in inside and command.suffix in inside
+        end = command.scope.end
+        assert end == len(long) or long[end - 2 : end] == "\n\n", "windows end at paragraphs"
+    windows = engine.windows(long, 2000)
+    assert windows[0].start == 0 and windows[-1].end == len(long)
+    assert all(long[w.end - 2 : w.end] == "\n\n" for w in windows[:-1]), "cut at paragraphs"
+
+
+def test_a_long_question_is_cut_to_its_start_and_end(engine: HFEngine) -> None:
+    question = "START " + " ".join(f"clause{i}" for i in range(3000)) + " END?"
+    text, tokens = engine._bounded_question(question)
+    assert tokens == engine.profile.question_tokens
+    assert text.startswith("START clause0") and text.endswith(" END?")
+    assert "[…]" in text and len(engine._tokens(text)) <= tokens + 8
+    short = "What is 7 * 8?"
+    assert engine._bounded_question(short) == (short, len(engine._tokens(short)))
 
 
 def test_token_budget_closes_the_output_as_valid_json(engine: HFEngine) -> None:
@@ -206,7 +231,7 @@ def test_a_constrained_suffix_is_decoded_under_the_narrowed_grammar(
 ) -> None:
     rows: list[Any] = []
     original = engine._row
-    monkeypatch.setattr(engine, "_row", lambda request: rows.append(original(request)) or rows[-1])
+    monkeypatch.setattr(engine, "_row", lambda *args: rows.append(original(*args)) or rows[-1])
     monkeypatch.setattr(engine, "constrain_suffix", True)
     batch = requests(TRACES)
     proposals = engine.propose(batch)
@@ -241,7 +266,7 @@ def _closing_mask(
 ) -> tuple[Any, Any]:
     """The row's allowed tokens (all, or ``only`` these) before and after the ambiguous-prefix
     rule, at ``output``, as ``_choose`` applies it with ``unique_prefix`` on."""
-    row = engine._row(PruneRequest("r", trace, "", PruneOptions()))
+    row = engine._plan(PruneRequest("r", trace, "", PruneOptions())).rows[0]
     row.generated = engine.tokenizer(output, add_special_tokens=False)["input_ids"]
     before = torch.ones(len(engine.tokenizer), dtype=torch.uint8).numpy()
     if only is not None:
@@ -297,7 +322,7 @@ def _plain_then_changed(
     plain = shipped.propose(batch)
     rows: list[Any] = []
     original = shipped._row
-    monkeypatch.setattr(shipped, "_row", lambda request: rows.append(original(request)) or rows[-1])
+    monkeypatch.setattr(shipped, "_row", lambda *args: rows.append(original(*args)) or rows[-1])
     for name, value in changes.items():
         monkeypatch.setattr(shipped, name, value)
     return batch, plain, shipped.propose(batch), rows

@@ -146,3 +146,27 @@ def test_shutdown_drains_work_in_flight(make_service) -> None:
     assert all(job.future.result(0).request_id == job.request.request_id for job in jobs)
     with pytest.raises(Unavailable):
         service.submit(request("late"), later())
+
+
+def test_the_default_deadline_grows_with_the_trace_and_caps_any_deadline(make_service) -> None:
+    service = make_service(FakeEngine(), default_deadline_s=10.0, deadline_s_per_kchar=2.0)
+    now = time.time()
+    assert service.deadline_for(None) - now == pytest.approx(10.0, abs=0.5)
+    assert service.deadline_for(None, 50_000) - now == pytest.approx(110.0, abs=0.5)
+    assert service.deadline_for(5.0, 50_000) - now == pytest.approx(5.0, abs=0.5)
+    assert service.deadline_for(1e6, 50_000) - now == pytest.approx(110.0, abs=0.5)
+
+
+def test_each_stream_item_has_its_own_deadline(make_service) -> None:
+    """An item read after an earlier one took longer than the default deadline is still
+    answered: its deadline starts when it is read, not when the stream opened."""
+    service = make_service(FakeEngine(), default_deadline_s=0.6, deadline_s_per_kchar=0.0)
+
+    def items() -> Iterator[PruneRequest]:
+        yield request("first")
+        time.sleep(1.0)
+        yield request("second")
+
+    answers = dict(service.prune_stream(items(), None))
+    assert set(answers) == {"first", "second"}
+    assert all(isinstance(answer, PruneResult) for answer in answers.values())

@@ -24,6 +24,18 @@ from freelm_pruner_client.errors import InvalidArgumentError, from_rpc_error
 SERVICE = "freelm.pruner.v1.Pruner"
 DEFAULT_TIMEOUT_S = 300.0
 
+SECONDS_PER_KCHAR = 3.0
+"""Seconds a ``prune`` call's default deadline grows by per 1,000 code points of trace. The
+embedded default on a 2-core CPU cleaned a 35,927-code-point real trace in 33 s (0.9 s per
+1,000, docs/BENCHMARKS.md, "Long traces"); this leaves three times that for slower or busier
+machines."""
+
+
+def scaled_timeout(trace: str, base_s: float = DEFAULT_TIMEOUT_S) -> float:
+    """A deadline (seconds) that lets a long trace finish: ``base_s`` plus
+    ``SECONDS_PER_KCHAR`` per 1,000 code points of ``trace``."""
+    return base_s + SECONDS_PER_KCHAR * len(trace) / 1000.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -150,11 +162,13 @@ class PrunerClient:
         timeout: float | None = None,
         **options: Any,
     ) -> pb.PruneResponse:
-        """Prunes ``trace`` within ``timeout`` seconds (retries included); a text with a lone
-        surrogate raises ``InvalidArgumentError`` without a call (``build_request``)."""
+        """Prunes ``trace`` within ``timeout`` seconds (retries included; default: the client's
+        ``timeout`` scaled to the trace, ``scaled_timeout``); a text with a lone surrogate raises
+        ``InvalidArgumentError`` without a call (``build_request``)."""
         request = build_request(trace, question, request_id, **options)
+        timeout = timeout or scaled_timeout(trace, self.timeout)
         try:
-            response: pb.PruneResponse = self._stub.Prune(request, timeout=timeout or self.timeout)
+            response: pb.PruneResponse = self._stub.Prune(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return response
@@ -163,9 +177,10 @@ class PrunerClient:
         self, requests: Iterable[pb.PruneRequest], timeout: float | None = None
     ) -> Iterator[pb.PruneStreamResponse]:
         """Prunes many traces on one call; replies come in completion order, per-item errors
-        inside the replies. Raises only if the whole call fails."""
+        inside the replies. Raises only if the whole call fails. Without ``timeout`` the call
+        has no deadline of its own: each item has the server's, scaled to its trace."""
         try:
-            yield from self._stub.PruneStream(iter(requests), timeout=timeout or self.timeout)
+            yield from self._stub.PruneStream(iter(requests), timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -213,10 +228,9 @@ class AsyncPrunerClient:
     ) -> pb.PruneResponse:
         """As ``PrunerClient.prune``."""
         request = build_request(trace, question, request_id, **options)
+        timeout = timeout or scaled_timeout(trace, self.timeout)
         try:
-            response: pb.PruneResponse = await self._stub.Prune(
-                request, timeout=timeout or self.timeout
-            )
+            response: pb.PruneResponse = await self._stub.Prune(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return response
@@ -224,7 +238,8 @@ class AsyncPrunerClient:
     async def prune_stream(
         self, requests: Iterable[pb.PruneRequest], timeout: float | None = None
     ) -> AsyncIterator[pb.PruneStreamResponse]:
-        call = self._stub.PruneStream(iter(requests), timeout=timeout or self.timeout)
+        """As ``PrunerClient.prune_stream``."""
+        call = self._stub.PruneStream(iter(requests), timeout=timeout)
         try:
             async for reply in call:
                 yield reply

@@ -1,0 +1,123 @@
+"""Windows of a long trace: ranges that each fit one model call, cut where the text allows.
+
+A trace whose prompt does not fit the model's context is cleaned in windows. ``split`` cuts it
+into ranges of at most ``budget`` tokens, each ending at the last paragraph boundary that keeps
+the window at least half full, else the last line boundary, else the last sentence end (all from
+the one segmenter, ``freelm_pruner_client.segments``), else at a token boundary. Boundaries inside
+an atomic block (code, table, display math) are not used while any other is. Consecutive windows
+overlap by up to ``overlap`` tokens: the next window starts at the first line or sentence start
+at most ``overlap`` tokens before the previous one's end, so a sentence cut by a border is seen
+whole by one window.
+
+Token counts come from the tokenizer's offsets for the whole trace (``token_starts``: the code
+point at which each token starts, ascending), so the split is one pass over the trace plus a
+binary search per window: time O(n log n) in the trace's length. Re-tokenizing a window alone
+can differ from those counts by a token or two at its edges; callers keep a margin.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from freelm_pruner_client.segments import BLANK_LINE, Segmentation
+
+
+@dataclass(frozen=True)
+class Window:
+    """A range ``[start, end)`` of the trace, in code points."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Where a window may end, by preference: paragraph starts, line starts, sentence ends
+    (code points, ascending), none of them inside an atomic block."""
+
+    paragraphs: list[int]
+    lines: list[int]
+    sentences: list[int]
+
+    @classmethod
+    def of(cls, text: str) -> Boundaries:
+        seg = Segmentation(text)
+        inside = [(b.start, b.end) for b in seg.blocks]
+        starts = [start for start, _ in inside]
+
+        def free(point: int) -> bool:
+            i = bisect.bisect_right(starts, point - 1) - 1  # the last block starting before point
+            return i < 0 or point >= inside[i][1]
+
+        paragraphs = [m.end() for m in BLANK_LINE.finditer(text)]
+        lines = [line.start for line in seg.lines[1:]]
+        ends = [end for _, end, _ in seg.sentences]
+        return cls(
+            [p for p in paragraphs if free(p)],
+            [p for p in lines if free(p)],
+            [p for p in ends if free(p)],
+        )
+
+
+def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0) -> list[Window]:
+    """Windows of ``text`` of at most ``budget`` tokens each (by ``token_starts``), covering
+    every code point, in order; consecutive windows overlap by at most ``overlap`` tokens.
+
+    ``budget`` must be at least 1 and ``overlap`` less than half of it (``ValueError``). A text
+    of at most ``budget`` tokens is one window."""
+    if budget < 1 or not 0 <= overlap < max(budget // 2, 1):
+        raise ValueError(f"window budget {budget} with overlap {overlap}: need budget >= 1 and "
+                         "0 <= overlap < budget / 2")  # fmt: skip
+    n = len(token_starts)
+    if n <= budget:
+        return [Window(0, len(text))]
+    bounds = Boundaries.of(text)
+    windows: list[Window] = []
+    start = 0
+    while True:
+        first = _token_at(token_starts, start)
+        if n - first <= budget:
+            windows.append(Window(start, len(text)))
+            return windows
+        limit = token_starts[first + budget]  # the window ends at or before this code point
+        floor = token_starts[first + budget // 2]
+        end = _last_in(bounds.paragraphs, floor, limit)
+        end = end or _last_in(bounds.lines, floor, limit)
+        end = end or _last_in(bounds.sentences, floor, limit)
+        end = end or limit
+        windows.append(Window(start, end))
+        start = _next_start(bounds, token_starts, start, end, overlap)
+
+
+def _token_at(token_starts: Sequence[int], point: int) -> int:
+    """The index of the first token starting at or after ``point``."""
+    return bisect.bisect_left(token_starts, point)
+
+
+def _last_in(points: list[int], low: int, high: int) -> int:
+    """The last of ``points`` in ``(low, high]``, or 0."""
+    i = bisect.bisect_right(points, high) - 1
+    return points[i] if i >= 0 and points[i] > low else 0
+
+
+def _first_in(points: list[int], low: int, high: int) -> int:
+    """The first of ``points`` in ``[low, high)``, or ``high``."""
+    i = bisect.bisect_left(points, low)
+    return points[i] if i < len(points) and points[i] < high else high
+
+
+def _next_start(
+    bounds: Boundaries, token_starts: Sequence[int], start: int, end: int, overlap: int
+) -> int:
+    """Where the window after ``[start, end)`` starts: ``end``, or with ``overlap`` the first
+    line start or sentence start at most ``overlap`` tokens before ``end`` (never at or before
+    ``start``, so the split always advances)."""
+    if overlap <= 0:
+        return end
+    back = token_starts[max(_token_at(token_starts, end) - overlap, 0)]
+    low = max(back, start + 1)
+    line = _first_in(bounds.lines, low, end)
+    sentence = _first_in(bounds.sentences, low, end)  # a sentence ends where the next may start
+    return min(line, sentence)
