@@ -252,7 +252,7 @@ class PrunerService:
     ) -> Iterator[StreamItem]:
         """Answers every item of ``items`` once, in completion order; errors are per item.
 
-        Each item has its own deadline from when it is read (``deadline_for`` its trace), never
+        Each item has its own deadline from when it is admitted (``deadline_for`` its trace), never
         past the call's (``call_deadline``, epoch seconds; ``None``: the call has none). At most
         ``2 * max_batch`` items are in flight; a full queue makes the stream wait (until the
         item's deadline) instead of failing items.

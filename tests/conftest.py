@@ -13,9 +13,15 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import settings as hypothesis_settings
 
 from pruner_service.config import Settings, settings_from
 from pruner_service.engine.fetch import ensure_embedded
+
+hypothesis_settings.register_profile("freelm", deadline=None)
+hypothesis_settings.load_profile("freelm")
+"""Property tests check results, never time: on a busy 2-core machine an example can take longer
+than hypothesis's default 200 ms deadline, which would fail a correct test."""
 
 DATA = Path(__file__).parent / "data"
 OPENAI_SERVER = Path(__file__).parent / "support" / "openai_server.py"

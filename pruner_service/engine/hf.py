@@ -17,6 +17,7 @@ command kept to one that can resolve, see ``guard``).
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,7 +45,7 @@ from pruner_service.engine.grammar import (
 )
 from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.load import LoadedModel
-from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe, window_tokens
+from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.engine.windows import Window, split
 from pruner_service.errors import InvalidArgument
@@ -84,6 +85,13 @@ def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
             values.append(torch.nn.functional.pad(layer.values, pad))
         merged.update(torch.cat(keys), torch.cat(values), index)
     return merged
+
+
+def _scoped_json(command: AnchorCommand) -> dict[str, Any]:
+    item: dict[str, Any] = {"prefix": command.prefix, "suffix": command.suffix}
+    if command.scope is not None:
+        item["scope"] = [command.scope.start, command.scope.end]
+    return item
 
 
 def _unique(commands: tuple[AnchorCommand, ...]) -> tuple[AnchorCommand, ...]:
@@ -153,7 +161,8 @@ class HFEngine:
         overhead = (
             len(self._tokens(render_prompt(profile.template, "", ""))) + profile.question_tokens
         )
-        self.info = describe(profile, loaded.adapter, str(self.device), overhead)
+        served = replace(profile, max_new_tokens=self.max_new_tokens)
+        self.info = describe(served, loaded.adapter, str(self.device), overhead)
         self.progress: Callable[[int, int], None] | None = None
         """Called after each group of rows with (rows decoded, rows of the call) when set."""
 
@@ -182,32 +191,36 @@ class HFEngine:
                 plans.append(exc)
         rows = [row for plan in plans if isinstance(plan, _Plan) for row in plan.rows]
         done = 0
-        for group in self._groups(rows):
+        budget = max_new_tokens or self.max_new_tokens
+        for group in self._groups(rows, budget):
             started = time.perf_counter()
-            self._decode(group, max_new_tokens or self.max_new_tokens)
+            self._decode(group, budget)
             log.debug("rows_decoded", rows=len(group), ms=(time.perf_counter() - started) * 1e3)
             done += len(group)
             if self.progress is not None:
                 self.progress(done, len(rows))
         return [plan if isinstance(plan, Exception) else self._combine(plan) for plan in plans]
 
-    def _groups(self, rows: list[_Row]) -> list[list[_Row]]:
-        """``rows`` in order, in groups of at most ``max_batch_tokens`` prompt tokens (a row
-        longer than that is a group of its own)."""
+    def _groups(self, rows: list[_Row], max_new_tokens: int) -> list[list[_Row]]:
+        """``rows`` in order, in groups whose KV cache holds at most ``max_batch_tokens``
+        positions: the rows times (the longest prompt + ``max_new_tokens``), as a group is
+        left-padded to its longest row (a row longer than that is a group of its own)."""
         limit = self.profile.max_batch_tokens or self.profile.context_tokens
         groups: list[list[_Row]] = []
-        total = 0
+        width = 0
         for row in rows:
-            if not groups or total + len(row.prompt_ids) > limit:
+            wider = max(width, len(row.prompt_ids) + max_new_tokens)
+            if not groups or (len(groups[-1]) + 1) * wider > limit:
                 groups.append([])
-                total = 0
+                wider = len(row.prompt_ids) + max_new_tokens
             groups[-1].append(row)
-            total += len(row.prompt_ids)
+            width = wider
         return groups
 
     def _combine(self, plan: _Plan) -> Proposal:
         """One request's proposal from its rows: a windowed request's commands carry their
-        window as scope, and its raw output is one line per window."""
+        window as scope, and its raw output is their JSON list, each command with its
+        ``"scope": [start, end]``."""
         parts = [self._proposal(row) for row in plan.rows]
         if not plan.windowed:
             return replace(parts[0], question_tokens=plan.question_tokens)
@@ -219,7 +232,7 @@ class HFEngine:
         )
         return Proposal(
             commands,
-            "\n".join(part.raw_output for part in parts),
+            json.dumps([_scoped_json(c) for c in commands], ensure_ascii=False),
             sum(part.prompt_tokens for part in parts),
             sum(part.generated_tokens for part in parts),
             truncated=any(part.truncated for part in parts),
@@ -265,60 +278,68 @@ class HFEngine:
                 return _Plan([row], len(self._tokens(request.question)), windowed=False)
         question, question_tokens = self._bounded_question(request.question)
         overhead = len(self._tokens(render_prompt(self.profile.template, "", question)))
-        size = min(self.info.window_tokens, window_tokens(self.profile, overhead))
+        size = min(self.info.window_tokens, budget - overhead - WINDOW_MARGIN)
         if size < 1:
             raise InvalidArgument(f"the prompt template and question take {overhead} tokens of "
                                   f"the {budget} the model has for a prompt")  # fmt: skip
         rows = []
         for window in self.windows(request.trace, size):
-            text = request.trace[window.start : window.end]
-            if not text.strip():
-                continue
-            ids = self._tokens(render_prompt(self.profile.template, text, question))
-            rows.append(self._row(ids, text, max_commands, window))
+            rows += self._window_rows(request.trace, window, question, max_commands, size)
         return _Plan(rows, question_tokens, windowed=True)
 
     def windows(self, trace: str, size: int) -> list[Window]:
-        """``trace`` split into windows of at most ``size`` tokens (``windows.split``), with the
-        profile's overlap; a window that re-tokenizes past ``size + WINDOW_MARGIN`` is split
-        again."""
-        encoded = self.tokenizer(trace, add_special_tokens=False, return_offsets_mapping=True)
-        starts = [start for start, _ in encoded["offset_mapping"]]
+        """``trace`` split into windows of at most ``size`` tokens (``windows.split``, with the
+        profile's overlap)."""
         overlap = min(self.profile.window_overlap_tokens, max(size // 2 - 1, 0))
-        found: list[Window] = []
-        for window in split(trace, starts, size, overlap):
-            found += self._refit(trace, window, size, overlap)
-        return found
+        return split(trace, self._token_starts(trace), size, overlap)
 
-    def _refit(self, trace: str, window: Window, size: int, overlap: int) -> list[Window]:
-        text = trace[window.start : window.end]
-        count = len(self._tokens(text))
-        if count <= size + WINDOW_MARGIN or size < 2:
-            return [window]
+    def _token_starts(self, text: str) -> list[int]:
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        starts = [start for start, _ in encoded["offset_mapping"]]
-        smaller = max(size - (count - size) - WINDOW_MARGIN, 1)
-        parts = split(text, starts, smaller, min(overlap, max(smaller // 2 - 1, 0)))
-        return [Window(window.start + p.start, window.start + p.end) for p in parts]
+        return [start for start, _ in encoded["offset_mapping"]]
+
+    def _window_rows(
+        self, trace: str, window: Window, question: str, max_commands: int, size: int
+    ) -> list[_Row]:
+        """The row of ``window`` (none when it is only whitespace); a window whose prompt
+        re-tokenizes past the context's prompt budget is split again, smaller, until each fits."""
+        text = trace[window.start : window.end]
+        if not text.strip():
+            return []
+        ids = self._tokens(render_prompt(self.profile.template, text, question))
+        budget = self.profile.context_tokens - self.max_new_tokens
+        if len(ids) <= budget:
+            return [self._row(ids, text, max_commands, window)]
+        smaller = size - (len(ids) - budget) - WINDOW_MARGIN
+        if smaller < 1 or len(text) < 2:
+            raise InvalidArgument(f"a window of the trace takes {len(ids)} prompt tokens; the "
+                                  f"model has {budget}")  # fmt: skip
+        rows = []
+        for part in split(text, self._token_starts(text), smaller):
+            inner = Window(window.start + part.start, window.start + part.end)
+            rows += self._window_rows(trace, inner, question, max_commands, smaller)
+        return rows
 
     def _bounded_question(self, question: str) -> tuple[str, int]:
         """The question a windowed prompt uses and its token count: the whole question when it
-        has at most ``question_tokens`` tokens, else its first ``QUESTION_HEAD`` share of them
-        and its last tokens, joined by ``QUESTION_JOINER``."""
+        has at most ``question_tokens`` tokens, else its start (``QUESTION_HEAD`` of the budget
+        left after the joiner) and its end, joined by ``QUESTION_JOINER``; never more than
+        ``question_tokens`` tokens."""
         limit = self.profile.question_tokens
         if not question.strip() or limit == 0:
             return "", 0
         ids = self._tokens(question)
         if len(ids) <= limit:
             return question, len(ids)
-        head = int(limit * QUESTION_HEAD)
-        tail = limit - head
-        text = (
-            self.tokenizer.decode(ids[:head])
-            + QUESTION_JOINER
-            + (self.tokenizer.decode(ids[-tail:]) if tail else "")
-        )
-        return text, head + tail
+        room = limit - len(self._tokens(QUESTION_JOINER)) - 2  # decoding can merge at the seams
+        while room > 0:
+            head = int(room * QUESTION_HEAD)
+            tail = ids[len(ids) - (room - head) :] if room > head else []
+            text = self.tokenizer.decode(ids[:head]) + QUESTION_JOINER + self.tokenizer.decode(tail)
+            count = len(self._tokens(text))
+            if count <= limit:
+                return text, count
+            room -= count - limit
+        return "", 0
 
     def _row(
         self, ids: list[int], text: str, max_commands: int, window: Window | None = None

@@ -3,8 +3,9 @@
 A trace whose prompt does not fit the model's context is cleaned in windows. ``split`` cuts it
 into ranges of at most ``budget`` tokens, each ending at the last paragraph boundary that keeps
 the window at least half full, else the last line boundary, else the last sentence end (all from
-the one segmenter, ``freelm_pruner_client.segments``), else at a token boundary. Boundaries inside
-an atomic block (code, table, display math) are not used while any other is. Consecutive windows
+the one segmenter, ``freelm_pruner_client.segments``), else the last of any of these, else a
+line start inside an atomic block (code, table, display math), else a token boundary: a block is
+only cut when the window holds no other joint. Consecutive windows
 overlap by up to ``overlap`` tokens: the next window starts at the first line or sentence start
 at most ``overlap`` tokens before the previous one's end, so a sentence cut by a border is seen
 whole by one window.
@@ -40,6 +41,8 @@ class Boundaries:
     paragraphs: list[int]
     lines: list[int]
     sentences: list[int]
+    inner: list[int]
+    """Line starts inside atomic blocks: the last resort before a token boundary."""
 
     @classmethod
     def of(cls, text: str) -> Boundaries:
@@ -58,7 +61,17 @@ class Boundaries:
             [p for p in paragraphs if free(p)],
             [p for p in lines if free(p)],
             [p for p in ends if free(p)],
+            [p for p in lines if not free(p)],
         )
+
+    def cut(self, low: int, floor: int, limit: int) -> int:
+        """The best end for a window that must end after ``low`` and by ``limit``, and should
+        end after ``floor``; 0 when there is no joint in ``(low, limit]``."""
+        for points in (self.paragraphs, self.lines, self.sentences):
+            if end := _last_in(points, floor, limit):
+                return end
+        joints = (self.paragraphs, self.lines, self.sentences)
+        return max(_last_in(p, low, limit) for p in joints) or _last_in(self.inner, low, limit)
 
 
 def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0) -> list[Window]:
@@ -82,12 +95,13 @@ def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0)
             windows.append(Window(start, len(text)))
             return windows
         limit = token_starts[first + budget]  # the window ends at or before this code point
+        if limit <= start:  # more than ``budget`` tokens start at one code point
+            limit = next((s for s in token_starts[first + budget :] if s > start), len(text))
         floor = token_starts[first + budget // 2]
-        end = _last_in(bounds.paragraphs, floor, limit)
-        end = end or _last_in(bounds.lines, floor, limit)
-        end = end or _last_in(bounds.sentences, floor, limit)
-        end = end or limit
+        end = bounds.cut(windows[-1].end if windows else start, floor, limit) or limit
         windows.append(Window(start, end))
+        if end >= len(text):
+            return windows
         start = _next_start(bounds, token_starts, start, end, overlap)
 
 

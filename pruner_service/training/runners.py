@@ -95,9 +95,8 @@ def remote_runner(address: str, options: Mapping[str, Any] = MappingProxyType({}
 
 
 STREAM_CHUNK = 32
-"""Records per stream. A server bounds every deadline by its ``default_deadline_s`` (300 s by
-default) and a stream's items share the stream's deadline, so a large file goes as several
-streams, each short enough to finish in time on a slow machine."""
+"""Records per stream: a large file goes as several streams, so a broken connection loses at
+most one chunk's work (each item has the server's deadline, scaled to its trace)."""
 
 
 def _chunked_stream(client: Any, requests: Sequence[Any]) -> Iterator[Any]:

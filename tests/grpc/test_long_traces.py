@@ -93,7 +93,7 @@ def test_a_trace_several_windows_long_is_cleaned_with_scoped_commands(served: st
     assert len(question) > 200_000
     reply = stub(served).Prune(pb.PruneRequest(trace=trace, question=question), timeout=900)
     assert reply.usage.windows >= 3, "the trace took several windows"
-    assert reply.usage.question_tokens == 128, "a bounded part of the question was used"
+    assert 100 <= reply.usage.question_tokens <= 128, "a bounded part of the question was used"
     assert reply.pruned_trace == apply_deletions(trace, reply.deletions)
     assert reply.pruned_trace.count(LOOP_LINE) == 1, "the loop across lines is collapsed"
     assert reply.pruned_trace.endswith("the tank holds 290 litres.")

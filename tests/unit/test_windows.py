@@ -74,6 +74,25 @@ def test_a_code_block_is_not_cut_while_another_joint_exists() -> None:
         assert not inside[0] < point < inside[1]
 
 
+def test_a_block_is_cut_only_when_the_window_holds_no_other_joint() -> None:
+    code = "```\n" + "\n".join(f"x{i} = {i}" for i in range(60)) + "\n```"
+    text = "Intro line one.\n\n" + code + "\n\nAfter the block."
+    starts = word_starts(text)
+    fence = text.index("```")
+    windows = split(text, starts, 40)
+    assert windows[0].end == fence, "the paragraph break before the block, though early"
+    inside = [w.end for w in windows[:-1] if fence < w.end < text.rindex("```")]
+    assert inside and all(text[end - 1] == "\n" for end in inside), "then at its line starts"
+
+
+def test_many_tokens_at_one_code_point_still_advance() -> None:
+    text = "😀😀😀 done."
+    starts = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 4, 9]  # byte-level tokens share offsets
+    windows = split(text, starts, 2)
+    assert windows[0].start == 0 and windows[-1].end == len(text)
+    assert all(b.start > a.start and b.end > a.end for a, b in itertools.pairwise(windows))
+
+
 def test_overlap_starts_the_next_window_at_a_line_or_sentence_before_the_cut() -> None:
     prose = " ".join(f"Sentence {i} has words." for i in range(60))
     starts = word_starts(prose)
