@@ -119,11 +119,22 @@ class _Row:
     window: Window | None = None  # the part of the request's trace this row reads; None: all
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """What one row is built from, when its group is decoded (a row's grammar matcher and
+    guard are built then and dropped after, so a long trace's windows never all hold theirs)."""
+
+    prompt_ids: list[int]
+    text: str
+    max_commands: int
+    window: Window | None = None
+
+
 @dataclass
 class _Plan:
     """One request's rows: the whole trace in one, or one per window."""
 
-    rows: list[_Row]
+    specs: list[_Spec]
     question_tokens: int
     windowed: bool
 
@@ -189,45 +200,63 @@ class HFEngine:
                 plans.append(self._plan(request))
             except InvalidArgument as exc:
                 plans.append(exc)
-        rows = [row for plan in plans if isinstance(plan, _Plan) for row in plan.rows]
+        specs = [(i, spec) for i, plan in enumerate(plans) if isinstance(plan, _Plan)
+                 for spec in plan.specs]  # fmt: skip
+        parts: dict[int, list[Proposal]] = {i: [] for i, _ in specs}
         done = 0
         budget = max_new_tokens or self.max_new_tokens
-        for group in self._groups(rows, budget):
+        for group in self._groups(specs, budget):
+            rows, owners = [], []
+            for owner, spec in group:
+                try:
+                    if not isinstance(plans[owner], Exception):
+                        rows.append(self._row(spec))
+                        owners.append(owner)
+                except InvalidArgument as exc:
+                    plans[owner] = exc
             started = time.perf_counter()
-            self._decode(group, budget)
-            log.debug("rows_decoded", rows=len(group), ms=(time.perf_counter() - started) * 1e3)
+            if rows:
+                self._decode(rows, budget)
+            log.debug("rows_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
+            for owner, row in zip(owners, rows, strict=True):
+                parts[owner].append(self._proposal(row))
             done += len(group)
             if self.progress is not None:
-                self.progress(done, len(rows))
-        return [plan if isinstance(plan, Exception) else self._combine(plan) for plan in plans]
+                self.progress(done, len(specs))
+        return [
+            plan if isinstance(plan, Exception) else self._combine(plan, parts[i])
+            for i, plan in enumerate(plans)
+        ]
 
-    def _groups(self, rows: list[_Row], max_new_tokens: int) -> list[list[_Row]]:
+    def _groups(
+        self, specs: list[tuple[int, _Spec]], max_new_tokens: int
+    ) -> list[list[tuple[int, _Spec]]]:
         """``rows`` in order, in groups whose KV cache holds at most ``max_batch_tokens``
         positions: the rows times (the longest prompt + ``max_new_tokens``), as a group is
         left-padded to its longest row (a row longer than that is a group of its own)."""
         limit = self.profile.max_batch_tokens or self.profile.context_tokens
-        groups: list[list[_Row]] = []
+        groups: list[list[tuple[int, _Spec]]] = []
         width = 0
-        for row in rows:
-            wider = max(width, len(row.prompt_ids) + max_new_tokens)
+        for item in specs:
+            length = len(item[1].prompt_ids) + max_new_tokens
+            wider = max(width, length)
             if not groups or (len(groups[-1]) + 1) * wider > limit:
                 groups.append([])
-                wider = len(row.prompt_ids) + max_new_tokens
-            groups[-1].append(row)
+                wider = length
+            groups[-1].append(item)
             width = wider
         return groups
 
-    def _combine(self, plan: _Plan) -> Proposal:
+    def _combine(self, plan: _Plan, parts: list[Proposal]) -> Proposal:
         """One request's proposal from its rows: a windowed request's commands carry their
         window as scope, and its raw output is their JSON list, each command with its
         ``"scope": [start, end]``."""
-        parts = [self._proposal(row) for row in plan.rows]
         if not plan.windowed:
             return replace(parts[0], question_tokens=plan.question_tokens)
         commands = tuple(
-            AnchorCommand(c.prefix, c.suffix, Span(row.window.start, row.window.end))
-            for row, part in zip(plan.rows, parts, strict=True)
-            if row.window is not None
+            AnchorCommand(c.prefix, c.suffix, Span(spec.window.start, spec.window.end))
+            for spec, part in zip(plan.specs, parts, strict=True)
+            if spec.window is not None
             for c in part.commands
         )
         return Proposal(
@@ -274,18 +303,18 @@ class HFEngine:
         if len(prompt) <= 32 * budget:  # longer can never fit: skip tokenizing it
             ids = self._tokens(prompt)
             if len(ids) <= budget:
-                row = self._row(ids, request.trace, max_commands)
-                return _Plan([row], len(self._tokens(request.question)), windowed=False)
+                spec = _Spec(ids, request.trace, max_commands)
+                return _Plan([spec], len(self._tokens(request.question)), windowed=False)
         question, question_tokens = self._bounded_question(request.question)
         overhead = len(self._tokens(render_prompt(self.profile.template, "", question)))
         size = min(self.info.window_tokens, budget - overhead - WINDOW_MARGIN)
         if size < 1:
             raise InvalidArgument(f"the prompt template and question take {overhead} tokens of "
                                   f"the {budget} the model has for a prompt")  # fmt: skip
-        rows = []
+        specs = []
         for window in self.windows(request.trace, size):
-            rows += self._window_rows(request.trace, window, question, max_commands, size)
-        return _Plan(rows, question_tokens, windowed=True)
+            specs += self._window_specs(request.trace, window, question, max_commands, size)
+        return _Plan(specs, question_tokens, windowed=True)
 
     def windows(self, trace: str, size: int) -> list[Window]:
         """``trace`` split into windows of at most ``size`` tokens (``windows.split``, with the
@@ -297,9 +326,9 @@ class HFEngine:
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [start for start, _ in encoded["offset_mapping"]]
 
-    def _window_rows(
+    def _window_specs(
         self, trace: str, window: Window, question: str, max_commands: int, size: int
-    ) -> list[_Row]:
+    ) -> list[_Spec]:
         """The row of ``window`` (none when it is only whitespace); a window whose prompt
         re-tokenizes past the context's prompt budget is split again, smaller, until each fits."""
         text = trace[window.start : window.end]
@@ -308,16 +337,16 @@ class HFEngine:
         ids = self._tokens(render_prompt(self.profile.template, text, question))
         budget = self.profile.context_tokens - self.max_new_tokens
         if len(ids) <= budget:
-            return [self._row(ids, text, max_commands, window)]
+            return [_Spec(ids, text, max_commands, window)]
         smaller = size - (len(ids) - budget) - WINDOW_MARGIN
         if smaller < 1 or len(text) < 2:
             raise InvalidArgument(f"a window of the trace takes {len(ids)} prompt tokens; the "
                                   f"model has {budget}")  # fmt: skip
-        rows = []
+        specs = []
         for part in split(text, self._token_starts(text), smaller):
             inner = Window(window.start + part.start, window.start + part.end)
-            rows += self._window_rows(trace, inner, question, max_commands, smaller)
-        return rows
+            specs += self._window_specs(trace, inner, question, max_commands, smaller)
+        return specs
 
     def _bounded_question(self, question: str) -> tuple[str, int]:
         """The question a windowed prompt uses and its token count: the whole question when it
@@ -341,17 +370,16 @@ class HFEngine:
             room -= count - limit
         return "", 0
 
-    def _row(
-        self, ids: list[int], text: str, max_commands: int, window: Window | None = None
-    ) -> _Row:
-        grammar = command_grammar(text, max_commands, self.profile.max_anchor_chars)
+    def _row(self, spec: _Spec) -> _Row:
+        grammar = command_grammar(spec.text, spec.max_commands, self.profile.max_anchor_chars)
         matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
         guard = None
         if self.anchor_guard != "off":
-            guard = AnchorGuard(text, self.profile.max_anchor_chars)
-        return _Row(ids, matcher, text, max_commands, guard=guard, window=window)
+            guard = AnchorGuard(spec.text, self.profile.max_anchor_chars)
+        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, guard=guard,
+                    window=spec.window)  # fmt: skip
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(

@@ -269,7 +269,7 @@ def _closing_mask(
 ) -> tuple[Any, Any]:
     """The row's allowed tokens (all, or ``only`` these) before and after the ambiguous-prefix
     rule, at ``output``, as ``_choose`` applies it with ``unique_prefix`` on."""
-    row = engine._plan(PruneRequest("r", trace, "", PruneOptions())).rows[0]
+    row = engine._row(engine._plan(PruneRequest("r", trace, "", PruneOptions())).specs[0])
     row.generated = engine.tokenizer(output, add_special_tokens=False)["input_ids"]
     before = torch.ones(len(engine.tokenizer), dtype=torch.uint8).numpy()
     if only is not None:
