@@ -212,10 +212,17 @@ class PrunerService:
     def deadline_for(self, time_remaining: float | None, trace_chars: int = 0) -> float:
         """The absolute deadline (epoch seconds) of a request with ``time_remaining`` seconds
         (``None``: the caller set none) and a trace of ``trace_chars`` code points: at most
-        ``default_deadline_s`` plus ``deadline_s_per_kchar`` per 1,000 code points."""
+        ``default_deadline_s`` plus ``deadline_s_per_kchar`` per 1,000 code points of its trace
+        and of every trace admitted before it and not yet answered (the work ahead of it)."""
         settings = self.settings
-        longest = settings.default_deadline_s + settings.deadline_s_per_kchar * trace_chars / 1e3
+        work = trace_chars + self.pending_chars()
+        longest = settings.default_deadline_s + settings.deadline_s_per_kchar * work / 1e3
         return time.time() + min(longest if time_remaining is None else time_remaining, longest)
+
+    def pending_chars(self) -> int:
+        """Code points of the traces admitted here and not yet answered."""
+        with self._lock:
+            return sum(len(job.request.trace) for job in self._pending)
 
     def submit(self, request: PruneRequest, deadline: float) -> Job:
         """Admits ``request``; raises ``Unavailable`` or ``QueueFull``."""

@@ -170,3 +170,17 @@ def test_each_stream_item_has_its_own_deadline(make_service) -> None:
     answers = dict(service.prune_stream(items(), None))
     assert set(answers) == {"first", "second"}
     assert all(isinstance(answer, PruneResult) for answer in answers.values())
+
+
+def test_the_default_deadline_counts_the_work_admitted_ahead(make_service) -> None:
+    gate = threading.Event()
+    service = make_service(FakeEngine(gate), default_deadline_s=10.0, deadline_s_per_kchar=2.0)
+    ahead = service.submit(request("ahead", "First we add. " * 3000), later())
+    try:
+        now = time.time()
+        assert service.pending_chars() == 42_000
+        assert service.deadline_for(None, 1000) - now == pytest.approx(10 + 2 * 43, abs=0.5)
+    finally:
+        gate.set()
+    service.wait(ahead)
+    assert service.pending_chars() == 0
