@@ -20,11 +20,13 @@ size to the first size's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,27 @@ def material(chars: int) -> tuple[str, str]:
     return record["trace"], "freelm-pruner data --long-chars (generated)"
 
 
+@contextlib.contextmanager
+def default_server() -> Iterator[tuple[str, int]]:
+    """A ``freelm-pruner serve`` process with the shipped default profile and settings, once it
+    is SERVING: its address and process id."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pruner_service", "serve", "--port", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        match = re.search(r"listening on (\S+)", server.stdout.readline())
+        if not match:
+            raise RuntimeError("the server did not start")
+        wait_serving(match.group(1))
+        yield match.group(1), server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmHWM:\s+(\d+) kB", status)
@@ -75,22 +98,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/long_traces.json"))
     args = parser.parse_args()
     text, source = material(max(args.sizes))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pruner_service", "serve", "--port", "0", "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        match = re.search(r"listening on (\S+)", server.stdout.readline())
-        if not match:
-            raise RuntimeError("the server did not start")
-        address = match.group(1)
-        wait_serving(address)
-        rows = [measure(address, server.pid, text[:size]) for size in args.sizes]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with default_server() as (address, pid):
+        rows = [measure(address, pid, text[:size]) for size in args.sizes]
     first = rows[0]
     for row in rows:
         row["time_per_kchar_ratio"] = round(row["s_per_kchar"] / first["s_per_kchar"], 3)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +24,8 @@ from freelm_pruner_client.anchors import apply_deletions
 from freelm_pruner_client.client import PrunerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_traces import default_server
 from proxy_overhead import cpu_model
-from redis_queue import wait_serving
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_traces.jsonl"
 
@@ -42,23 +40,10 @@ def main() -> None:
     if not args.data.is_file():
         raise SystemExit(f"{args.data} is not here: this benchmark needs the shared real traces")
     records = [json.loads(line) for line in args.data.open(encoding="utf-8")]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pruner_service", "serve", "--port", "0", "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        match = re.search(r"listening on (\S+)", server.stdout.readline())
-        if not match:
-            raise RuntimeError("the server did not start")
-        wait_serving(match.group(1))
+    with default_server() as (address, _):
         started = time.perf_counter()
-        rows = run(match.group(1), records)
+        rows = run(address, records)
         seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     answered = [r for r in rows if r["answered"]]
     result = {
         "command": " ".join(["bench/real_traces.py", *sys.argv[1:]]),

@@ -120,6 +120,22 @@ def wait_for_health(channel: grpc.Channel, timeout: float = 120.0) -> list[int]:
     raise TimeoutError(f"server not SERVING after {timeout}s; saw {seen}")
 
 
+def running_server(settings: Settings, grace: float = 5) -> Iterator[str]:
+    """Serves ``settings`` on a real server in this process until the generator is closed;
+    yields its address once health says SERVING (for module- or session-scoped fixtures)."""
+    from pruner_service.app import build_service
+    from pruner_service.server import build_server
+
+    running = build_server(settings, build_service(settings))
+    running.server.start()
+    running.service.start()
+    address = f"127.0.0.1:{running.port}"
+    with grpc.insecure_channel(address) as channel:
+        wait_for_health(channel)
+    yield address
+    running.stop(grace=grace)
+
+
 @pytest.fixture(scope="session")
 def server(test_settings: Settings) -> Iterator[tuple[str, list[int]]]:
     """A real server on a free port serving the real model; yields its address and the health

@@ -20,7 +20,7 @@ from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from freelm_pruner_client.anchors import apply_deletions, byte_offsets
 
 from pruner_service.config import Settings
-from tests.conftest import FEWSHOT_PROFILE, wait_for_health
+from tests.conftest import FEWSHOT_PROFILE, running_server
 
 pytestmark = pytest.mark.model
 
@@ -57,27 +57,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterato
     (folder / "profile.json").write_text(json.dumps(raw))
     settings = Settings(port=0, profile=str(folder / "profile.json"), cache_dir=cache_dir,
                         device="cpu", max_batch=4, max_wait_ms=20)  # fmt: skip
-    yield from _run(settings)
+    yield from running_server(settings)
 
 
 @pytest.fixture(scope="module")
 def default_served(cache_dir: Path) -> Iterator[str]:
     """A real server with the shipped default profile and settings."""
-    yield from _run(Settings(port=0, cache_dir=cache_dir, device="cpu"))
-
-
-def _run(settings: Settings) -> Iterator[str]:
-    from pruner_service.app import build_service
-    from pruner_service.server import build_server
-
-    running = build_server(settings, build_service(settings))
-    running.server.start()
-    running.service.start()
-    address = f"127.0.0.1:{running.port}"
-    with grpc.insecure_channel(address) as channel:
-        wait_for_health(channel)
-    yield address
-    running.stop(grace=5)
+    yield from running_server(Settings(port=0, cache_dir=cache_dir, device="cpu"))
 
 
 def stub(address: str) -> pb_grpc.PrunerStub:

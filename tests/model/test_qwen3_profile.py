@@ -20,8 +20,7 @@ from freelm_pruner_client.anchors import apply_deletions
 from pruner_service.app import build_service
 from pruner_service.config import Settings
 from pruner_service.engine.synthetic import make_adapter, make_base
-from pruner_service.server import build_server
-from tests.conftest import REALISTIC_TRACE, wait_for_health
+from tests.conftest import REALISTIC_TRACE, running_server
 from tests.model.test_engine import TRACES
 
 
@@ -44,14 +43,7 @@ def qwen3_server(qwen3_dirs, cache_dir: Path) -> Iterator[str]:
         device="cpu",
         max_new_tokens=48,
     )
-    running = build_server(settings, build_service(settings))
-    running.server.start()
-    running.service.start()
-    address = f"127.0.0.1:{running.port}"
-    with grpc.insecure_channel(address) as channel:
-        wait_for_health(channel)
-    yield address
-    running.stop(grace=2)
+    yield from running_server(settings, grace=2)
 
 
 def test_the_qwen3_profile_serves_prune_end_to_end(qwen3_server: str) -> None:
