@@ -3,8 +3,8 @@
 A request whose prompt fits the model's context is one row. A longer one is cleaned in windows
 (``windows.split``): each window of the trace is a row with the question bounded to the
 profile's ``question_tokens`` (its start and end), and its commands carry the window as their
-scope. Rows are decoded in groups of at most ``max_batch_tokens`` prompt tokens, which bounds
-the KV cache's memory whatever the trace's length.
+scope. Rows are decoded in groups whose padded KV cache holds at most ``max_batch_tokens``
+positions, which bounds its memory whatever the trace's length.
 
 Rows of one group are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
@@ -47,7 +47,7 @@ from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe
 from pruner_service.engine.prompt import render_prompt
-from pruner_service.engine.windows import Window, split
+from pruner_service.engine.windows import split
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -116,7 +116,6 @@ class _Row:
     guard: AnchorGuard | None = None
     steered: int = 0  # tokens the anchor guard replaced
     cut: bool = False  # the anchor guard ended the command list
-    window: Window | None = None  # the part of the request's trace this row reads; None: all
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ class _Spec:
     prompt_ids: list[int]
     text: str
     max_commands: int
-    window: Window | None = None
+    window: Span | None = None
 
 
 @dataclass
@@ -231,7 +230,7 @@ class HFEngine:
     def _groups(
         self, specs: list[tuple[int, _Spec]], max_new_tokens: int
     ) -> list[list[tuple[int, _Spec]]]:
-        """``rows`` in order, in groups whose KV cache holds at most ``max_batch_tokens``
+        """``specs`` in order, in groups whose KV cache holds at most ``max_batch_tokens``
         positions: the rows times (the longest prompt + ``max_new_tokens``), as a group is
         left-padded to its longest row (a row longer than that is a group of its own)."""
         limit = self.profile.max_batch_tokens or self.profile.context_tokens
@@ -254,7 +253,7 @@ class HFEngine:
         if not plan.windowed:
             return replace(parts[0], question_tokens=plan.question_tokens)
         commands = tuple(
-            AnchorCommand(c.prefix, c.suffix, Span(spec.window.start, spec.window.end))
+            AnchorCommand(c.prefix, c.suffix, spec.window)
             for spec, part in zip(plan.specs, parts, strict=True)
             if spec.window is not None
             for c in part.commands
@@ -316,7 +315,7 @@ class HFEngine:
             specs += self._window_specs(request.trace, window, question, max_commands, size)
         return _Plan(specs, question_tokens, windowed=True)
 
-    def windows(self, trace: str, size: int) -> list[Window]:
+    def windows(self, trace: str, size: int) -> list[Span]:
         """``trace`` split into windows of at most ``size`` tokens (``windows.split``, with the
         profile's overlap)."""
         overlap = min(self.profile.window_overlap_tokens, max(size // 2 - 1, 0))
@@ -327,7 +326,7 @@ class HFEngine:
         return [start for start, _ in encoded["offset_mapping"]]
 
     def _window_specs(
-        self, trace: str, window: Window, question: str, max_commands: int, size: int
+        self, trace: str, window: Span, question: str, max_commands: int, size: int
     ) -> list[_Spec]:
         """The row of ``window`` (none when it is only whitespace); a window whose prompt
         re-tokenizes past the context's prompt budget is split again, smaller, until each fits."""
@@ -344,7 +343,7 @@ class HFEngine:
                                   f"model has {budget}")  # fmt: skip
         specs = []
         for part in split(text, self._token_starts(text), smaller):
-            inner = Window(window.start + part.start, window.start + part.end)
+            inner = Span(window.start + part.start, window.start + part.end)
             specs += self._window_specs(trace, inner, question, max_commands, smaller)
         return specs
 
@@ -378,8 +377,7 @@ class HFEngine:
         guard = None
         if self.anchor_guard != "off":
             guard = AnchorGuard(spec.text, self.profile.max_anchor_chars)
-        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, guard=guard,
-                    window=spec.window)  # fmt: skip
+        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, guard=guard)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(

@@ -102,8 +102,8 @@ class Profile:
     question_tokens: int = 512
     """Most question tokens a windowed prompt uses (the question's start and end)."""
     max_batch_tokens: int = 0
-    """Most prompt tokens decoded together in one group of rows (bounds the KV cache's
-    memory); 0: the context size."""
+    """Most KV-cache positions of one group of rows decoded together (rows times the longest
+    prompt plus the output budget; bounds its memory); 0: the context size."""
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:

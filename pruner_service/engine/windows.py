@@ -1,4 +1,4 @@
-"""Windows of a long trace: ranges that each fit one model call, cut where the text allows.
+"""Windows of a long trace: ranges (``Span``, code points) that each fit one model call.
 
 A trace whose prompt does not fit the model's context is cleaned in windows. ``split`` cuts it
 into ranges of at most ``budget`` tokens, each ending at the last paragraph boundary that keeps
@@ -22,15 +22,8 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from freelm_pruner_client.anchors import Span
 from freelm_pruner_client.segments import BLANK_LINE, Segmentation
-
-
-@dataclass(frozen=True)
-class Window:
-    """A range ``[start, end)`` of the trace, in code points."""
-
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ class Boundaries:
         return max(_last_in(p, low, limit) for p in joints) or _last_in(self.inner, low, limit)
 
 
-def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0) -> list[Window]:
+def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0) -> list[Span]:
     """Windows of ``text`` of at most ``budget`` tokens each (by ``token_starts``), covering
     every code point, in order; consecutive windows overlap by at most ``overlap`` tokens.
 
@@ -85,21 +78,21 @@ def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0)
                          "0 <= overlap < budget / 2")  # fmt: skip
     n = len(token_starts)
     if n <= budget:
-        return [Window(0, len(text))]
+        return [Span(0, len(text))]
     bounds = Boundaries.of(text)
-    windows: list[Window] = []
+    windows: list[Span] = []
     start = 0
     while True:
         first = _token_at(token_starts, start)
         if n - first <= budget:
-            windows.append(Window(start, len(text)))
+            windows.append(Span(start, len(text)))
             return windows
         limit = token_starts[first + budget]  # the window ends at or before this code point
         if limit <= start:  # more than ``budget`` tokens start at one code point
             limit = next((s for s in token_starts[first + budget :] if s > start), len(text))
         floor = token_starts[first + budget // 2]
         end = bounds.cut(windows[-1].end if windows else start, floor, limit) or limit
-        windows.append(Window(start, end))
+        windows.append(Span(start, end))
         if end >= len(text):
             return windows
         start = _next_start(bounds, token_starts, start, end, overlap)

@@ -6,10 +6,11 @@ import itertools
 import re
 
 import pytest
+from freelm_pruner_client.anchors import Span
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pruner_service.engine.windows import Boundaries, Window, split
+from pruner_service.engine.windows import Boundaries, split
 
 WORD = re.compile(r"\S+|\s+")
 
@@ -19,21 +20,21 @@ def word_starts(text: str) -> list[int]:
     return [m.start() for m in WORD.finditer(text)]
 
 
-def tokens_in(starts: list[int], window: Window) -> int:
+def tokens_in(starts: list[int], window: Span) -> int:
     return sum(1 for s in starts if window.start <= s < window.end)
 
 
-def check_cover(text: str, windows: list[Window], overlap: int, starts: list[int]) -> None:
+def check_cover(text: str, windows: list[Span], overlap: int, starts: list[int]) -> None:
     assert windows[0].start == 0 and windows[-1].end == len(text)
     for before, after in itertools.pairwise(windows):
         assert after.start <= before.end, "no code point between two windows is left out"
         assert after.start > before.start and after.end > before.end, "windows advance"
-        assert tokens_in(starts, Window(after.start, before.end)) <= overlap + 1
+        assert tokens_in(starts, Span(after.start, before.end)) <= overlap + 1
 
 
 def test_a_text_within_the_budget_is_one_window() -> None:
     text = "One. Two. Three."
-    assert split(text, word_starts(text), 100) == [Window(0, len(text))]
+    assert split(text, word_starts(text), 100) == [Span(0, len(text))]
 
 
 def test_windows_end_at_paragraph_breaks_first() -> None:
