@@ -94,7 +94,11 @@ class Settings:
     )
     namespace: str = field(default="freelm", metadata={"help": "prefix of every Redis key"})
     claim_idle_ms: int = field(
-        default=60_000, metadata={"help": "reclaim a job unacknowledged this long (> p99 compute)"}
+        default=15_000,
+        metadata={
+            "help": "reclaim the jobs of a worker that stopped renewing their leases this long "
+            "(failure detection: a live worker renews them every 2 s, or a third of this)"
+        },
     )
     max_deliveries: int = field(
         default=3, metadata={"help": "deliveries before a job goes to the dead-letter stream"}

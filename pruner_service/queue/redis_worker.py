@@ -1,7 +1,7 @@
 """The worker side of the Redis queue: take batches from the stream, compute, publish, then ack.
 
-Each loop: beat the heartbeat, reclaim jobs of dead workers (``XAUTOCLAIM`` past ``claim_idle_ms``),
-then read up to ``max_batch`` new jobs (waiting ``max_wait_ms`` for a batch to fill) and run them as
+Each loop: reclaim the jobs of workers that stopped (``XAUTOCLAIM`` past ``claim_idle_ms``), then
+read up to ``max_batch`` new jobs (waiting ``max_wait_ms`` for a batch to fill) and run them as
 one engine batch through ``Worker``. A job already answered (a redelivery: the same request id and
 content) or in the result cache is answered without compute; an expired one is answered
 ``DEADLINE_EXCEEDED`` without compute. Results are stored and announced before the entry is
@@ -10,6 +10,11 @@ request. An engine failure leaves the job pending
 for another try; past ``max_deliveries`` it goes to the dead-letter stream and its caller gets an
 error. Reclaimed jobs on their third delivery or later run alone, so a job that kills its worker
 cannot keep taking its batch neighbours down with it.
+
+Leases, not guesses: a thread beats the worker's heartbeat and renews the jobs it is computing
+(``RENEW_LEASES``) every ``lease_interval_s``, so a job is idle ``claim_idle_ms`` only when its
+worker died or is stuck past the job's deadline, whatever the batch time; ``claim_idle_ms`` is
+the time to detect a dead worker, not a guess at the p99 batch time.
 """
 
 from __future__ import annotations
@@ -39,6 +44,21 @@ log = structlog.get_logger(__name__)
 
 HEARTBEAT_S = 2.0
 HEARTBEAT_TTL_S = 10
+
+RENEW_LEASES = """
+local renewed = 0
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+"""Resets the idle time of the entries (ARGV[3:]) that consumer ARGV[2] of group ARGV[1] still
+owns, atomically, without taking any it no longer owns and without counting a delivery
+(``XCLAIM ... JUSTID``): the lease renewal of a worker computing them."""
 
 
 @dataclass
@@ -78,6 +98,8 @@ class RedisWorkerLoop:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._next_claim = 0.0
+        self._renew = client.register_script(RENEW_LEASES)
+        self._leases: tuple[list[bytes], float] = ([], 0.0)  # entries computing, until when
         self._thread = threading.Thread(target=self._run, name="redis-worker", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="redis-heartbeat", daemon=True)
 
@@ -114,12 +136,30 @@ class RedisWorkerLoop:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def lease_interval_s(self) -> float:
+        """Seconds between lease renewals: ``HEARTBEAT_S``, or a third of ``claim_idle_ms``
+        when that is shorter, so a live worker's jobs never sit idle long enough to be taken."""
+        return min(HEARTBEAT_S, self.settings.claim_idle_ms / 3000.0)
+
     def _beat(self) -> None:
-        """Marks this worker alive every ``HEARTBEAT_S``, also while a long batch computes."""
+        """Marks this worker alive and renews the leases of the jobs it computes, every
+        ``lease_interval_s``, also while a long batch computes."""
+        interval, next_mark = self.lease_interval_s(), 0.0
         while not self._stop.is_set():
             with contextlib.suppress(redis.RedisError):
-                self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=HEARTBEAT_TTL_S)
-            self._stop.wait(HEARTBEAT_S)
+                if time.monotonic() >= next_mark:
+                    self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=HEARTBEAT_TTL_S)
+                    next_mark = time.monotonic() + HEARTBEAT_S
+                self._renew_leases()
+            self._stop.wait(interval)
+
+    def _renew_leases(self) -> None:
+        """Resets the idle time of the jobs being computed, until the last of their deadlines:
+        past it nobody waits for them, so a worker stuck on them lets them be reclaimed (and
+        answered ``DEADLINE_EXCEEDED``) by another."""
+        entries, until = self._leases
+        if entries and time.time() < until:
+            self._renew(keys=[self.keys.jobs], args=[self.keys.group, self.consumer, *entries])
 
     # taking work -----------------------------------------------------------------------------
     def _read(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -199,7 +239,11 @@ class RedisWorkerLoop:
         if not todo:
             return
         started = time.perf_counter()
-        self.worker.run_batch([e.job for e in todo])
+        self._leases = ([e.entry_id for e in todo], max(e.job.deadline for e in todo))
+        try:
+            self.worker.run_batch([e.job for e in todo])
+        finally:
+            self._leases = ([], 0.0)
         if self.metrics:
             self.metrics.compute.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(todo))

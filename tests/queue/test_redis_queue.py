@@ -194,3 +194,24 @@ def test_redis_down_is_unavailable_at_once_and_service_resumes(services, redis_s
             assert time.monotonic() < limit, "the service did not resume after Redis came back"
             time.sleep(0.2)
     assert result.request_id == "after"
+
+
+def test_a_live_workers_long_batch_is_not_reclaimed(services, redis_server) -> None:
+    """Leases: a batch six times longer than ``claim_idle_ms`` stays with its live worker; the
+    other worker, polling for idle jobs all along, computes nothing."""
+    gate = threading.Event()
+    slow, idle = FakeEngine(gate), FakeEngine()
+    services("worker", slow, max_batch=1)
+    frontend = services("frontend")
+    wait_ready(frontend)
+    job = frontend.submit(request("long-batch"), later())
+    while not slow.batches:
+        time.sleep(0.01)
+    services("worker", idle)  # starts reclaiming (every claim_idle_ms / 4) while the batch runs
+    time.sleep(1.8)
+    gate.set()
+    assert frontend.wait(job).request_id == "long-batch"
+    assert idle.computed == []
+    assert computations(redis_server) == {"long-batch": 1}
+    keys = RedisKeys("t")
+    assert redis.Redis(port=redis_server.port).xpending(keys.jobs, keys.group)["pending"] == 0
