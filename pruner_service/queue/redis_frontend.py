@@ -33,6 +33,13 @@ from pruner_service.queue.keys import RedisKeys, job_ticket
 
 log = structlog.get_logger(__name__)
 
+
+def unavailable(error: redis.RedisError) -> str:
+    """What a caller is told when Redis fails: the kind of failure, never Redis's address or
+    its own message (those go to the server's log)."""
+    return f"the queue (Redis) is unavailable ({type(error).__name__}); retry later"
+
+
 POLL_S = 0.5
 """How often waiting jobs' results are polled, besides the notifications."""
 
@@ -98,7 +105,8 @@ class RedisFrontend:
             )
         except redis.RedisError as exc:
             self._forget(ticket, job)
-            raise Unavailable(f"the queue (Redis) is unavailable: {exc}") from None
+            log.warning("redis_unavailable", request_id=request.request_id, error=str(exc))
+            raise Unavailable(unavailable(exc)) from None
 
     def _answer_from_store(self, job: Job, stored: bytes | None, cached: bytes | None) -> bool:
         """Settles ``job`` from a stored result of its id, or the cache of its content."""
@@ -148,7 +156,7 @@ class RedisFrontend:
                 iter(self.client.scan_iter(self.keys.heartbeat_pattern, count=100)), None
             )
         except redis.RedisError as exc:
-            return f"the queue (Redis) is unavailable: {exc}"
+            return unavailable(exc)
         return None if workers is not None else "no live worker"
 
     # results ---------------------------------------------------------------------------------

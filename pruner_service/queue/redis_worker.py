@@ -194,7 +194,8 @@ class RedisWorkerLoop:
             return
         if self.metrics:
             self.metrics.redeliveries.inc(len(claimed))
-        log.info("reclaimed", jobs=len(claimed), consumer=self.consumer)
+        log.info("reclaimed", jobs=len(claimed), consumer=self.consumer,
+                 request_ids=[e.job.request.request_id for e in claimed])  # fmt: skip
         limit = self.settings.max_deliveries
         pipe = self.client.pipeline(transaction=False)
         for entry in claimed:
