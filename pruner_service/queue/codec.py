@@ -11,11 +11,12 @@ import hashlib
 import json
 
 from freelm.pruner.v1 import queue_pb2 as qpb
+from google.protobuf.message import DecodeError
 
 from pruner_service import convert
 from pruner_service.domain import Limits, PruneRequest, PruneResult
 from pruner_service.engine.base import EngineInfo
-from pruner_service.errors import PrunerError, error_from_status
+from pruner_service.errors import Internal, PrunerError, error_from_status
 from pruner_service.queue.base import Job
 
 
@@ -51,8 +52,13 @@ def encode_job(job: Job, reply_to: str, key: str) -> bytes:
 
 
 def decode_job(data: bytes, limits: Limits) -> tuple[Job, qpb.QueueJob]:
-    """A worker-side job (with a fresh future) and the message it came from."""
-    message = qpb.QueueJob.FromString(data)
+    """A worker-side job (with a fresh future) and the message it came from. Raises
+    ``ValueError`` when ``data`` is not a ``QueueJob`` (a foreign payload: a pickle, another
+    schema) and ``InvalidArgument`` when its request is not valid."""
+    try:
+        message = qpb.QueueJob.FromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"the job is not a QueueJob of this namespace's schema: {exc}") from None
     request = convert.request_from_proto(message.request, limits)
     job = Job(request, message.deadline_unix_s, message.enqueued_unix_s)
     return job, message
@@ -70,7 +76,11 @@ def encode_result(outcome: PruneResult | PrunerError) -> bytes:
 
 
 def decode_result(data: bytes, return_pruned_trace: bool) -> PruneResult | PrunerError:
-    message = qpb.QueueResult.FromString(data)
+    """The stored outcome; bytes that are not a ``QueueResult`` are an ``Internal`` error."""
+    try:
+        message = qpb.QueueResult.FromString(data)
+    except DecodeError:
+        return Internal("the stored result is not readable (not a QueueResult)")
     if message.WhichOneof("outcome") == "response":
         return convert.result_from_proto(message.response, return_pruned_trace)
     return error_from_status(message.error.code_name, message.error.message)

@@ -216,3 +216,23 @@ def test_a_live_workers_long_batch_is_not_reclaimed(services, redis_server) -> N
     assert computations(redis_server) == {"long-batch": 1}
     keys = RedisKeys("t")
     assert redis.Redis(port=redis_server.port).xpending(keys.jobs, keys.group)["pending"] == 0
+
+
+def test_a_job_that_is_not_the_schema_is_dead_lettered_never_run(services, redis_server) -> None:
+    """Only the namespace's protobuf schema is a job: a pickle (or any other bytes) put on the
+    stream goes to the dead-letter stream, and the worker keeps serving."""
+    import pickle
+
+    engine = FakeEngine()
+    services("worker", engine)
+    frontend = services("frontend")
+    wait_ready(frontend)
+    keys = RedisKeys("t")
+    client = redis.Redis(port=redis_server.port)
+    client.xadd(keys.jobs, {b"job": pickle.dumps({"trace": "x", "exec": "os.system"})})
+    limit = time.monotonic() + 10
+    while not client.xlen(keys.dead_letters):
+        assert time.monotonic() < limit, "the foreign job was not dead-lettered"
+        time.sleep(0.05)
+    assert frontend.prune(request("after-junk"), later()).request_id == "after-junk"
+    assert engine.computed == ["after-junk"]
