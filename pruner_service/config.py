@@ -86,6 +86,30 @@ class Settings:
         default="", metadata={"help": "PEM certificate chain: serve TLS (with --tls-key-file)"}
     )
     tls_key_file: str = field(default="", metadata={"help": "PEM private key for TLS"})
+    tls_client_ca_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM CA bundle: require a client certificate signed by it (mutual TLS; "
+            "needs --tls-cert-file)"
+        },
+    )
+    auth_token_file: str = field(
+        default="",
+        metadata={
+            "help": "file of bearer tokens, one per line with optional rights (prune,info): "
+            "every call but health and reflection needs one; reread on change or SIGHUP"
+        },
+    )
+    max_calls_per_caller: int = field(
+        default=0,
+        metadata={
+            "help": "Prune/PruneStream calls one token may have in flight; more are "
+            "RESOURCE_EXHAUSTED (0: no limit; needs --auth-token-file)"
+        },
+    )
+    reflection: str = field(
+        default="on", metadata={"help": "on or off: offer gRPC server reflection"}
+    )
     role: str = field(
         default="all", metadata={"help": "all, frontend or worker (frontend/worker need --redis)"}
     )
@@ -106,6 +130,9 @@ class Settings:
     result_ttl_s: int = field(default=600, metadata={"help": "how long results are kept"})
     cache_ttl_s: int = field(default=3600, metadata={"help": "how long the result cache keeps"})
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
+    metrics_host: str = field(
+        default="", metadata={"help": "address the metrics endpoint binds (default: --host)"}
+    )
     log_format: str = field(default="auto", metadata={"help": "auto, json or console"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 

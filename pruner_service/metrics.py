@@ -39,6 +39,7 @@ class Metrics:
         """Reports ``depth()`` as the queue depth at every scrape."""
         self.queue_depth.set_function(depth)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Serves ``/metrics`` on ``port`` in a background thread."""
+    def serve(self, port: int, host: str) -> None:
+        """Serves ``/metrics`` on ``host:port`` in a background thread (``serve`` passes the
+        gRPC server's host unless ``--metrics-host`` says otherwise). Raises ``OSError``."""
         start_http_server(port, addr=host, registry=self.registry)

@@ -9,6 +9,7 @@ SIGTERM or SIGINT: health NOT_SERVING → stop admitting → drain → stop the 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -22,6 +23,7 @@ from freelm.pruner.v1 import pruner_pb2 as pb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pruner_service.auth import AuthInterceptor, TokenFile
 from pruner_service.config import Settings
 from pruner_service.domain import new_request_id
 from pruner_service.errors import PrunerError, status_of
@@ -122,6 +124,7 @@ class Running:
     port: int
     service: PrunerService
     health: health.HealthServicer
+    tokens: TokenFile | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """The shutdown sequence: not serving → stop admitting → drain → stop server → release."""
@@ -133,10 +136,23 @@ class Running:
 def build_server(
     settings: Settings, service: PrunerService, metrics: Metrics | None = None
 ) -> Running:
-    """A server for ``service`` bound to ``settings.host:port``, not started; health NOT_SERVING."""
+    """A server for ``service`` bound to ``settings.host:port``, not started; health NOT_SERVING.
+
+    With ``auth_token_file`` every call but health and reflection needs a bearer token
+    (``auth.AuthInterceptor``, checked before the error mapping). Raises ``ValueError`` for
+    settings that contradict each other or a token file that cannot be used (``TokenFileError``)
+    and ``OSError`` when the port or a TLS file cannot be used."""
+    if settings.reflection not in ("on", "off"):
+        raise ValueError(f"--reflection must be on or off, got {settings.reflection!r}")
+    if settings.max_calls_per_caller and not settings.auth_token_file:
+        raise ValueError("--max-calls-per-caller needs --auth-token-file (callers are tokens)")
+    tokens = TokenFile(settings.auth_token_file) if settings.auth_token_file else None
+    interceptors: list[grpc.ServerInterceptor] = (
+        [AuthInterceptor(tokens, settings.max_calls_per_caller)] if tokens else []
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
-        interceptors=[ErrorInterceptor(metrics)],
+        interceptors=[*interceptors, ErrorInterceptor(metrics)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -145,8 +161,9 @@ def build_server(
     add_pruner_servicer(PrunerServicer(service), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    if settings.reflection == "on":
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -163,19 +180,28 @@ def build_server(
     port = _bind(server, settings)
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
-    return Running(server, port, service, health_servicer)
+    return Running(server, port, service, health_servicer, tokens)
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:
-    """Binds the port, with TLS when a certificate and key are configured."""
+    """Binds the port, with TLS when a certificate and key are configured, and mutual TLS
+    (a client certificate signed by ``tls_client_ca_file`` required) when that is set too."""
     address = f"{settings.host}:{settings.port}"
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise ValueError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     if not settings.tls_cert_file:
         return int(server.add_insecure_port(address))
     key = Path(settings.tls_key_file).read_bytes()
     chain = Path(settings.tls_cert_file).read_bytes()
-    return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)])))
+    client_ca = (
+        Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+    return int(server.add_secure_port(address, credentials))
 
 
 def _stop_event() -> threading.Event:
@@ -185,13 +211,25 @@ def _stop_event() -> threading.Event:
     return stop
 
 
+def _reload_on_sighup(tokens: TokenFile | None) -> None:
+    """SIGHUP rereads the token file (where the platform has SIGHUP)."""
+    if tokens is not None and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: tokens.reload())
+
+
 def serve(settings: Settings, service: PrunerService, metrics: Metrics | None = None) -> int:
-    """Runs the process's role until SIGTERM or SIGINT; returns the process exit code."""
+    """Runs the process's role until SIGTERM or SIGINT; returns the process exit code (2 when
+    the settings cannot be served: a bad token file, TLS file or port, said on stderr)."""
     if metrics is not None and settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_port, settings.metrics_host or settings.host)
     if settings.role == "worker":
         return _serve_worker(settings, service)
-    running = build_server(settings, service, metrics)
+    try:
+        running = build_server(settings, service, metrics)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _reload_on_sighup(running.tokens)
     running.server.start()
     address = f"{settings.host}:{running.port}"
     log.info("listening", address=address, profile=settings.profile, role=settings.role)

@@ -1,0 +1,277 @@
+"""Who may call the gRPC API: bearer tokens from a file, checked on every call.
+
+A caller sends ``authorization: Bearer TOKEN`` as call metadata. ``serve --auth-token-file FILE``
+(or ``FREELM_AUTH_TOKEN_FILE``) names a UTF-8 file of tokens, one per line::
+
+    # comment lines and blank lines are skipped
+    3f9c0d...e1                 # every right (prune and info)
+    7a41bb...09  info           # may call GetModelInfo only
+    c2d8e4...77  prune,info
+
+A token is the line's first word; the rest of the line (up to a ``#``) lists its rights, separated
+by commas, from ``RIGHTS``; none listed means all. Several tokens may be valid at once, so a new
+one can be added before the old one is removed (rotation). The file is read again when it changes
+(its modification time, size or inode, checked on each call) or on SIGHUP; a file that cannot be
+read or parsed keeps the tokens read last (and logs why). Tokens are compared by their SHA-256
+digests with ``hmac.compare_digest`` against every known token, so the time a check takes does not
+depend on how much of a token matched. Neither tokens nor their digests are ever logged: a caller
+is named in logs by ``fingerprint`` (the first 12 hex digits of the digest of the digest).
+
+Health (``grpc.health.v1.Health``) and reflection stay open for probes and tools; every other
+method needs a token: none, or one not in the file, is ``UNAUTHENTICATED``; a known token without
+the method's right is ``PERMISSION_DENIED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+
+log = structlog.get_logger(__name__)
+
+RIGHTS = ("prune", "info")
+"""``prune``: ``Prune`` and ``PruneStream``; ``info``: ``GetModelInfo``."""
+
+METHOD_RIGHTS = {"Prune": "prune", "PruneStream": "prune", "GetModelInfo": "info"}
+"""The right each method of ``freelm.pruner.v1.Pruner`` needs."""
+
+OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                 "grpc.reflection.v1.ServerReflection")  # fmt: skip
+"""Services any caller may reach (reflection only when the server offers it)."""
+
+
+class TokenFileError(ValueError):
+    """The token file cannot be read or a line of it is not a token with known rights."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One token, held as its SHA-256 digest (32 bytes), and the rights it has."""
+
+    digest: bytes
+    rights: frozenset[str]
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits naming the caller in logs (derived from the digest, not the token)."""
+        return hashlib.sha256(self.digest).hexdigest()[:12]
+
+
+def parse_tokens(text: str, source: str = "token file") -> list[Grant]:
+    """The grants of a token file's ``text``. Raises ``TokenFileError`` naming the line (never
+    its token) when a right is unknown or a line has more than a token and its rights."""
+    grants = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 2:
+            raise TokenFileError(f"{source} line {number}: expected TOKEN [RIGHT,...]")
+        rights = frozenset(r for r in (words[1].split(",") if len(words) == 2 else RIGHTS) if r)
+        unknown = sorted(rights - set(RIGHTS))
+        if unknown or not rights:
+            raise TokenFileError(
+                f"{source} line {number}: unknown right {', '.join(unknown) or '(none)'}; "
+                f"rights are {', '.join(RIGHTS)}"
+            )
+        grants.append(Grant(hashlib.sha256(words[0].encode()).digest(), rights))
+    return grants
+
+
+class TokenFile:
+    """The valid tokens, read from ``path`` and read again when it changes or ``reload()`` is
+    called (SIGHUP). Raises ``TokenFileError`` at construction when the file cannot be read or
+    holds no token; later failures keep the tokens read last."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._forced = False
+        self._grants = self._read()
+        if not self._grants:
+            raise TokenFileError(f"{self.path} holds no token")
+
+    def reload(self) -> None:
+        """Reads the file again before the next check (safe to call from a signal handler)."""
+        self._forced = True
+
+    def find(self, token: str) -> Grant | None:
+        """The grant of ``token``, or None; compares with every known token in constant time."""
+        presented = hashlib.sha256(token.encode()).digest()
+        found = None
+        for grant in self._current():
+            if hmac.compare_digest(presented, grant.digest):
+                found = grant
+        return found
+
+    def _current(self) -> list[Grant]:
+        stamp = self._stat()
+        if self._forced or (stamp is not None and stamp != self._stamp):
+            with self._lock:
+                self._forced = False
+                try:
+                    self._grants = self._read()
+                    log.info("auth_tokens_reloaded", tokens=len(self._grants))
+                except TokenFileError as exc:
+                    log.error("auth_tokens_not_reloaded", reason=str(exc))
+        return self._grants
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_mtime_ns, status.st_size, status.st_ino
+
+    def _read(self) -> list[Grant]:
+        self._stamp = self._stat()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenFileError(f"cannot read token file {self.path}: {exc}") from exc
+        return parse_tokens(text, str(self.path))
+
+
+def bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The token of the call's ``authorization: Bearer TOKEN`` metadata, or None."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class CallLimit:
+    """Calls in flight per caller, at most ``limit`` each (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+
+    def enter(self, caller: str) -> bool:
+        """Counts a call of ``caller`` in; False (nothing counted) when it has ``limit``."""
+        with self._lock:
+            if self._calls[caller] >= self.limit:
+                return False
+            self._calls[caller] += 1
+            return True
+
+    def leave(self, caller: str) -> None:
+        with self._lock:
+            self._calls[caller] -= 1
+            if self._calls[caller] <= 0:
+                del self._calls[caller]
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Refuses calls to the Pruner service without a valid token (``UNAUTHENTICATED``) or
+    without the method's right (``PERMISSION_DENIED``) before the request is read; with
+    ``max_calls_per_caller`` (> 0), a caller's ``Prune``/``PruneStream`` calls past that many in
+    flight are ``RESOURCE_EXHAUSTED``, so one caller cannot take every place in the queue."""
+
+    def __init__(self, tokens: TokenFile, max_calls_per_caller: int = 0) -> None:
+        self.tokens = tokens
+        self.limit = CallLimit(max_calls_per_caller) if max_calls_per_caller > 0 else None
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        if service in OPEN_SERVICES:
+            return continuation(details)
+        token = bearer(details.invocation_metadata)
+        grant = self.tokens.find(token) if token is not None else None
+        if grant is None:
+            reason = "no bearer token" if token is None else "unknown token"
+            log.info("rpc_refused", method=method, code="UNAUTHENTICATED", reason=reason)
+            message = (
+                "this server needs a bearer token (metadata authorization: Bearer TOKEN)"
+                if token is None
+                else "the bearer token is not valid here"
+            )
+            return _refusal(continuation(details), grpc.StatusCode.UNAUTHENTICATED, message)
+        right = METHOD_RIGHTS.get(method)
+        if right is None or right not in grant.rights:
+            log.info("rpc_refused", method=method, code="PERMISSION_DENIED",
+                     caller=grant.fingerprint)  # fmt: skip
+            message = f"this token may not call {method} (it needs the right {right or 'none'})"
+            return _refusal(continuation(details), grpc.StatusCode.PERMISSION_DENIED, message)
+        handler = continuation(details)
+        if self.limit is None or right != "prune" or handler is None:
+            return handler
+        return _limited(handler, self.limit, grant.fingerprint)
+
+
+def _limited(handler: Any, limit: CallLimit, caller: str) -> Any:
+    """``handler`` counted against ``caller``'s calls in flight; past ``limit.limit`` a call is
+    ``RESOURCE_EXHAUSTED`` before its request is handled."""
+    message = (
+        f"this caller has {limit.limit} calls in flight, the most one caller may have; "
+        "retry when one has finished"
+    )
+
+    def admit(context: grpc.ServicerContext) -> None:
+        if not limit.enter(caller):
+            log.info("rpc_refused", code="RESOURCE_EXHAUSTED", caller=caller, reason="caller limit")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            admit(context)
+            try:
+                return inner(request, context)
+            finally:
+                limit.leave(caller)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream:
+        stream = handler.stream_stream
+
+        def streamed(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            admit(context)
+            try:
+                yield from stream(requests, context)
+            finally:
+                limit.leave(caller)
+
+        return grpc.stream_stream_rpc_method_handler(
+            streamed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same kind as ``handler`` that aborts with ``code`` without reading or
+    parsing the request (no deserializer: its bytes are never looked at)."""
+
+    def refuse(_: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    if handler is None:
+        return None
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse)
+    return grpc.stream_stream_rpc_method_handler(refuse)
