@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from freelm_pruner_client.cli import add_security_flags, security_options
 from freelm_pruner_client.client import DEFAULT_TIMEOUT_S, SECONDS_PER_KCHAR
 from freelm_pruner_client.options import as_flag_message
 from google.protobuf.json_format import MessageToDict
@@ -82,7 +83,8 @@ def _connection_options(in_command: bool) -> argparse.ArgumentParser:
     group.add_argument(
         "--server",
         default=default(None),
-        help="HOST:PORT of a running service (default: a local engine)",
+        help="HOST:PORT of a running service, or several frontends separated by commas "
+        "(default: a local engine)",
     )
     group.add_argument(
         "--timeout",
@@ -91,6 +93,7 @@ def _connection_options(in_command: bool) -> argparse.ArgumentParser:
         help=f"seconds per call (default {DEFAULT_TIMEOUT_S:g}); a prune call gets "
         f"{SECONDS_PER_KCHAR:g} s more per 1,000 code points of its trace",
     )
+    add_security_flags(group, default)
     return parent
 
 
@@ -326,11 +329,25 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _prune_remote(args: argparse.Namespace, trace: str) -> Any:
+def _client(args: argparse.Namespace) -> Any:
+    """A ``PrunerClient`` for ``--server`` with the TLS and token flags, or None (said why on
+    stderr) when those cannot be used."""
     from freelm_pruner_client.client import PrunerClient
+
+    try:
+        return PrunerClient(args.server, timeout=args.timeout, **security_options(args))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _prune_remote(args: argparse.Namespace, trace: str) -> Any:
     from freelm_pruner_client.errors import PrunerClientError
 
-    with PrunerClient(args.server, timeout=args.timeout) as client:
+    client = _client(args)
+    if client is None:
+        return None
+    with client:
         try:
             return client.prune(trace, args.question, args.request_id, **_options(args))
         except PrunerClientError as exc:
@@ -416,10 +433,12 @@ def _to_dict(message: Any) -> dict[str, Any]:
 
 def _info(args: argparse.Namespace, settings: Settings) -> int:
     if args.server:
-        from freelm_pruner_client.client import PrunerClient
         from freelm_pruner_client.errors import PrunerClientError
 
-        with PrunerClient(args.server, timeout=args.timeout) as client:
+        client = _client(args)
+        if client is None:
+            return EXIT_USAGE
+        with client:
             try:
                 info = client.model_info()
             except PrunerClientError as exc:

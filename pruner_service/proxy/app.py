@@ -53,7 +53,12 @@ def build_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> S
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         upstream = Upstream(settings.upstream_base, settings.upstream_timeout_s)
-        pruner = AsyncPrunerClient(settings.pruner, timeout=settings.prune_timeout_s)
+        pruner = AsyncPrunerClient(
+            settings.pruner,
+            timeout=settings.prune_timeout_s,
+            tls=settings.pruner_tls,
+            token=settings.pruner_token,
+        )
         state["context"] = Context(settings, upstream, pruner, metrics)
         try:
             yield

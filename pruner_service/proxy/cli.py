@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
+from freelm_pruner_client.client import Tls, read_token
 from freelm_pruner_client.loopcore import Delimiters
 
 from pruner_service.proxy.settings import SHOW_CHOICES, ProxySettings
@@ -27,6 +29,24 @@ def add_command(commands: Any) -> None:
         "--upstream", required=True, help="the model server's URL, e.g. http://127.0.0.1:8000/v1"
     )
     proxy.add_argument("--pruner", required=True, help="HOST:PORT of the pruning service (gRPC)")
+    proxy.add_argument(
+        "--pruner-tls-ca", default=None, help="PEM CA bundle: reach the pruning service over TLS"
+    )
+    proxy.add_argument(
+        "--pruner-tls-client-cert",
+        default=None,
+        help="PEM client certificate for the pruning service (mutual TLS; with "
+        "--pruner-tls-client-key)",
+    )
+    proxy.add_argument(
+        "--pruner-tls-client-key", default=None, help="PEM key of --pruner-tls-client-cert"
+    )
+    proxy.add_argument(
+        "--pruner-token-file",
+        default=None,
+        help="file whose first line is the bearer token for the pruning service (default: the "
+        "file named by $FREELM_PRUNER_TOKEN_FILE, if set)",
+    )
     proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     proxy.add_argument(
         "--port", type=int, default=8080, help="port to bind (0: any free port; default 8080)"
@@ -140,9 +160,25 @@ def _add_limit_flags(proxy: argparse.ArgumentParser) -> None:
 
 def settings_of(args: argparse.Namespace) -> ProxySettings:
     """The settings the flags give. Raises ``ValueError`` naming a flag out of range."""
+    try:
+        token = read_token(args.pruner_token_file) if args.pruner_token_file else None
+    except OSError as exc:
+        raise ValueError(f"--pruner-token-file: {exc}") from None
+    cert, key = args.pruner_tls_client_cert, args.pruner_tls_client_key
+    if bool(cert) != bool(key):
+        raise ValueError("--pruner-tls-client-cert and --pruner-tls-client-key go together")
+    tls = None
+    if args.pruner_tls_ca or cert:
+        tls = Tls(
+            root_certificates=Path(args.pruner_tls_ca) if args.pruner_tls_ca else None,
+            private_key=Path(key) if key else None,
+            certificate_chain=Path(cert) if cert else None,
+        )
     settings = ProxySettings(
         upstream=args.upstream,
         pruner=args.pruner,
+        pruner_token=token,
+        pruner_tls=tls,
         host=args.host,
         port=args.port,
         prune_every_tokens=args.prune_every_tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from freelm_pruner_client.client import Tls
 from freelm_pruner_client.loopcore import Delimiters
 from freelm_pruner_client.options import (
     DEFAULT_MAX_COMMANDS,
@@ -27,6 +28,9 @@ class ProxySettings:
     read, per upstream read). Code points: ``frozen_prefix_chars``, ``protect_tail_chars``,
     ``max_trace_chars``, ``max_question_chars``. ``max_commands``: commands the pruner's model
     may write per call (``None``: the pruner's default; 0: its loop collapser alone).
+    ``pruner_token``: the bearer token sent to the pruner (``None``: the client's default, the
+    file named by ``FREELM_PRUNER_TOKEN_FILE``). ``pruner_tls``: TLS (and a client certificate)
+    to the pruner; ``None``: plaintext.
     """
 
     upstream: str
@@ -46,6 +50,8 @@ class ProxySettings:
     max_question_chars: int = 4_000
     passthrough_models: tuple[str, ...] = ()
     max_commands: int | None = None
+    pruner_token: str | None = field(default=None, repr=False)
+    pruner_tls: Tls | None = None
 
     @property
     def upstream_base(self) -> str:

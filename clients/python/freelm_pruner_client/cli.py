@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from freelm_pruner_client.batch import BatchJob
-from freelm_pruner_client.client import PrunerClient, Tls
+from freelm_pruner_client.client import TOKEN_FILE_ENV, PrunerClient, Tls, read_token
 from freelm_pruner_client.errors import PrunerClientError
 
 
@@ -27,11 +29,10 @@ def connection_options(in_command: bool) -> argparse.ArgumentParser:
     group.add_argument(
         "--server",
         default=default("127.0.0.1:50051"),
-        help="HOST:PORT of the service (default 127.0.0.1:50051)",
+        help="HOST:PORT of the service, or several frontends separated by commas (calls are "
+        "balanced and fail over; default 127.0.0.1:50051)",
     )
-    group.add_argument(
-        "--tls-ca", type=Path, default=default(None), help="PEM CA bundle: connect with TLS"
-    )
+    add_security_flags(group, default)
     group.add_argument(
         "--timeout",
         type=float,
@@ -40,6 +41,44 @@ def connection_options(in_command: bool) -> argparse.ArgumentParser:
         "of its trace",
     )
     return parent
+
+
+def add_security_flags(group: Any, default: Callable[[object], object]) -> None:
+    """``--tls-ca``, ``--tls-client-cert``, ``--tls-client-key`` and ``--token-file`` (shared
+    by this CLI and ``freelm-pruner``'s client commands)."""
+    group.add_argument(
+        "--tls-ca", type=Path, default=default(None), help="PEM CA bundle: connect with TLS"
+    )
+    group.add_argument(
+        "--tls-client-cert",
+        type=Path,
+        default=default(None),
+        help="PEM client certificate chain to present (mutual TLS; with --tls-client-key)",
+    )
+    group.add_argument(
+        "--tls-client-key", type=Path, default=default(None), help="PEM key of --tls-client-cert"
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        default=default(None),
+        help=f"file whose first line is the bearer token to send (default: the file named by "
+        f"${TOKEN_FILE_ENV}, if set); never pass a token itself on the command line",
+    )
+
+
+def security_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``PrunerClient`` keyword arguments (``tls``, ``token``) from ``add_security_flags``'
+    flags. Raises ``ValueError`` when only one of the client certificate and key is given, and
+    ``OSError``/``ValueError`` when the token file cannot be read or holds no token."""
+    cert, key = args.tls_client_cert, args.tls_client_key
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-client-cert and --tls-client-key go together")
+    tls = None
+    if args.tls_ca or cert:
+        tls = Tls(root_certificates=args.tls_ca, private_key=key, certificate_chain=cert)
+    token = read_token(args.token_file) if args.token_file else None
+    return {"tls": tls, "token": token}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tls = Tls(root_certificates=args.tls_ca) if args.tls_ca else None
-    with PrunerClient(args.server, timeout=args.timeout, tls=tls) as client:
+    try:
+        security = security_options(args)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with PrunerClient(args.server, timeout=args.timeout, **security) as client:
         if args.command == "info":
             return _info(client)
         return _batch(args, client)

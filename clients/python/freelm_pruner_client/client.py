@@ -9,7 +9,9 @@ typed errors of ``errors`` (one mapping from status codes).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,28 @@ embedded default on a 2-core CPU cleaned a 35,927-code-point real trace in 33 s 
 machines."""
 
 
+TOKEN_FILE_ENV = "FREELM_PRUNER_TOKEN_FILE"
+"""The environment variable naming a file whose first token the clients send when given none."""
+
+
+def read_token(path: str | Path) -> str:
+    """The first token of a token file: its first line that is not blank or a ``#`` comment
+    (the server's token-file format: the first word; rights after it are ignored). Raises
+    ``OSError`` when the file cannot be read and ``ValueError`` when it holds no token."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            return words[0]
+    raise ValueError(f"{path} holds no token")
+
+
+def default_token() -> str | None:
+    """The token of the file named by ``FREELM_PRUNER_TOKEN_FILE``, or None when it is unset.
+    Raises as ``read_token``."""
+    path = os.environ.get(TOKEN_FILE_ENV)
+    return read_token(path) if path else None
+
+
 def scaled_timeout(trace: str, base_s: float = DEFAULT_TIMEOUT_S) -> float:
     """A deadline (seconds) that lets a long trace finish: ``base_s`` plus
     ``SECONDS_PER_KCHAR`` per 1,000 code points of ``trace``."""
@@ -47,8 +71,8 @@ class RetryPolicy:
     backoff_multiplier: float = 2.0
     codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
-    def service_config(self) -> str:
-        """The channel's service config enabling this policy."""
+    def method_config(self) -> dict[str, Any]:
+        """The service config's ``methodConfig`` entry enabling this policy."""
         policy = {
             "maxAttempts": self.max_attempts,
             "initialBackoff": f"{self.initial_backoff_s}s",
@@ -56,8 +80,11 @@ class RetryPolicy:
             "backoffMultiplier": self.backoff_multiplier,
             "retryableStatusCodes": list(self.codes),
         }
-        method = {"name": [{"service": SERVICE}], "retryPolicy": policy}
-        return json.dumps({"methodConfig": [method]})
+        return {"name": [{"service": SERVICE}], "retryPolicy": policy}
+
+    def service_config(self) -> str:
+        """A service config enabling this policy (JSON)."""
+        return json.dumps({"methodConfig": [self.method_config()]})
 
 
 @dataclass(frozen=True)
@@ -78,33 +105,94 @@ class Tls:
         )
 
 
+def target(addresses: str | Sequence[str]) -> str:
+    """The gRPC target of one address or several frontends.
+
+    A string is used as it is (``HOST:PORT``, ``dns:///NAME:PORT`` whose name resolves to
+    several frontends, or any gRPC target); a comma in it separates several ``HOST:PORT``.
+    Several are resolved here (``getaddrinfo``) into one ``ipv4:`` (or ``ipv6:``) target
+    listing every address, which the channel balances round robin. Raises ``ValueError`` for
+    an address without a port, one that does not resolve, or a mix of IPv4 and IPv6 only.
+    """
+    if isinstance(addresses, str):
+        if "," not in addresses:
+            return addresses
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if len(addresses) == 1:
+        return addresses[0]
+    resolved: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    for address in addresses:
+        for family, text in _resolve(address):
+            if text not in resolved[family]:
+                resolved[family].append(text)
+    if resolved[socket.AF_INET]:
+        return "ipv4:" + ",".join(resolved[socket.AF_INET])
+    if resolved[socket.AF_INET6]:
+        return "ipv6:" + ",".join(resolved[socket.AF_INET6])
+    raise ValueError(f"none of {list(addresses)} resolves to an IP address")
+
+
+def _resolve(address: str) -> list[tuple[int, str]]:
+    """The (family, ``IP:PORT``) pairs ``HOST:PORT`` resolves to. Raises ``ValueError``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    pairs: list[tuple[int, str]] = []
+    for family, _, _, _, sockaddr in infos:
+        if family == socket.AF_INET:
+            pairs.append((family, f"{sockaddr[0]}:{port}"))
+        elif family == socket.AF_INET6:
+            pairs.append((family, f"[{sockaddr[0]}]:{port}"))
+    return pairs
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
-    """How to reach the server."""
+    """How to reach the server: one address or several frontends (``target``), balanced round
+    robin; a frontend that goes away is left at once and the call retried on another (the
+    retry policy)."""
 
-    address: str
+    address: str | Sequence[str]
     tls: Tls | None = None
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)
     max_message_bytes: int = 64 * 1024 * 1024
+    token: str | None = field(default=None, repr=False)
+
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The call metadata: ``authorization: Bearer TOKEN`` when there is a token."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
 
     def options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.enable_retries", int(self.retry is not None)),
+            ("grpc.service_config", json.dumps(self.service_config())),
         ]
-        if self.retry is not None:
-            options.append(("grpc.service_config", self.retry.service_config()))
         if self.tls is not None and self.tls.server_name:
             options.append(("grpc.ssl_target_name_override", self.tls.server_name))
         return options
 
+    def service_config(self) -> dict[str, Any]:
+        """Round-robin balancing over every address, and the retry policy (when on)."""
+        config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+        if self.retry is not None:
+            config["methodConfig"] = [self.retry.method_config()]
+        return config
+
     def channel(self, aio: bool = False) -> Any:
-        """A channel (``grpc.aio`` when ``aio``) with TLS, retries and message limits applied."""
+        """A channel (``grpc.aio`` when ``aio``) with TLS, retries and message limits applied.
+        Raises ``ValueError`` as ``target``."""
         api: Any = grpc.aio if aio else grpc
+        where = target(self.address)
         if self.tls is None:
-            return api.insecure_channel(self.address, options=self.options())
-        return api.secure_channel(self.address, self.tls.credentials(), options=self.options())
+            return api.insecure_channel(where, options=self.options())
+        return api.secure_channel(where, self.tls.credentials(), options=self.options())
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -140,16 +228,24 @@ def build_request(
 
 
 class PrunerClient:
-    """A blocking client; raises ``PrunerClientError`` subclasses on failure."""
+    """A blocking client; raises ``PrunerClientError`` subclasses on failure.
+
+    ``token`` is sent on every call as ``authorization: Bearer TOKEN`` (default: the token of
+    the file named by ``FREELM_PRUNER_TOKEN_FILE``, if set; see ``default_token``). ``tls``
+    with ``private_key`` and ``certificate_chain`` presents a client certificate (mutual TLS).
+    ``address``: one address or several frontends (``target``). Raises ``ValueError`` for an
+    address that does not resolve, and ``OSError``/``ValueError`` when the token file named by
+    the environment cannot be read or holds no token."""
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: Tls | None = None,
         retry: RetryPolicy | None = RetryPolicy(),
+        token: str | None = None,
     ) -> None:
-        self.config = ChannelConfig(address, tls, retry)
+        self.config = ChannelConfig(address, tls, retry, token=token or default_token())
         self.timeout = timeout
         self._channel = self.config.channel()
         self._stub = pb_grpc.PrunerStub(self._channel)
@@ -168,7 +264,9 @@ class PrunerClient:
         request = build_request(trace, question, request_id, **options)
         timeout = timeout or scaled_timeout(trace, self.timeout)
         try:
-            response: pb.PruneResponse = self._stub.Prune(request, timeout=timeout)
+            response: pb.PruneResponse = self._stub.Prune(
+                request, timeout=timeout, metadata=self.config.metadata()
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return response
@@ -180,14 +278,18 @@ class PrunerClient:
         inside the replies. Raises only if the whole call fails. Without ``timeout`` the call
         has no deadline of its own: each item has the server's, scaled to its trace."""
         try:
-            yield from self._stub.PruneStream(iter(requests), timeout=timeout)
+            yield from self._stub.PruneStream(
+                iter(requests), timeout=timeout, metadata=self.config.metadata()
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
     def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
         try:
             info: pb.ModelInfo = self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=timeout or self.timeout
+                pb.GetModelInfoRequest(),
+                timeout=timeout or self.timeout,
+                metadata=self.config.metadata(),
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
@@ -208,12 +310,13 @@ class AsyncPrunerClient:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: Tls | None = None,
         retry: RetryPolicy | None = RetryPolicy(),
+        token: str | None = None,
     ) -> None:
-        self.config = ChannelConfig(address, tls, retry)
+        self.config = ChannelConfig(address, tls, retry, token=token or default_token())
         self.timeout = timeout
         self._channel = self.config.channel(aio=True)
         self._stub = pb_grpc.PrunerStub(self._channel)
@@ -230,7 +333,9 @@ class AsyncPrunerClient:
         request = build_request(trace, question, request_id, **options)
         timeout = timeout or scaled_timeout(trace, self.timeout)
         try:
-            response: pb.PruneResponse = await self._stub.Prune(request, timeout=timeout)
+            response: pb.PruneResponse = await self._stub.Prune(
+                request, timeout=timeout, metadata=self.config.metadata()
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return response
@@ -239,7 +344,9 @@ class AsyncPrunerClient:
         self, requests: Iterable[pb.PruneRequest], timeout: float | None = None
     ) -> AsyncIterator[pb.PruneStreamResponse]:
         """As ``PrunerClient.prune_stream``."""
-        call = self._stub.PruneStream(iter(requests), timeout=timeout)
+        call = self._stub.PruneStream(
+            iter(requests), timeout=timeout, metadata=self.config.metadata()
+        )
         try:
             async for reply in call:
                 yield reply
@@ -249,7 +356,9 @@ class AsyncPrunerClient:
     async def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
         try:
             info: pb.ModelInfo = await self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=timeout or self.timeout
+                pb.GetModelInfoRequest(),
+                timeout=timeout or self.timeout,
+                metadata=self.config.metadata(),
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None

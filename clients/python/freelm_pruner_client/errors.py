@@ -32,9 +32,28 @@ class UnavailableError(PrunerClientError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class UnauthenticatedError(PrunerClientError):
+    """No bearer token was sent, or the server does not know it (revoked, mistyped)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(PrunerClientError):
+    """The token is known but lacks the right this call needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 _BY_CODE: dict[grpc.StatusCode, type[PrunerClientError]] = {
     cls.code: cls
-    for cls in (InvalidArgumentError, QueueFullError, DeadlineExceededError, UnavailableError)
+    for cls in (
+        InvalidArgumentError,
+        QueueFullError,
+        DeadlineExceededError,
+        UnavailableError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+    )
 }
 
 
