@@ -30,6 +30,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,12 @@ METHOD_RIGHTS = {"Prune": "prune", "PruneStream": "prune", "GetModelInfo": "info
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                  "grpc.reflection.v1.ServerReflection")  # fmt: skip
 """Services any caller may reach (reflection only when the server offers it)."""
+
+
+CALLER: ContextVar[str] = ContextVar("freelm_caller", default="")
+"""The fingerprint of the token of the call being handled (``""`` without authentication), set
+by ``AuthInterceptor`` around the handler: the servicer puts it on each request so a stored
+result is bound to its caller."""
 
 
 class TokenFileError(ValueError):
@@ -208,33 +215,41 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             message = f"this token may not call {method} (it needs the right {right or 'none'})"
             return _refusal(continuation(details), grpc.StatusCode.PERMISSION_DENIED, message)
         handler = continuation(details)
-        if self.limit is None or right != "prune" or handler is None:
-            return handler
-        return _limited(handler, self.limit, grant.fingerprint)
+        if handler is None:
+            return None
+        limit = self.limit if right == "prune" else None
+        return _as_caller(handler, grant.fingerprint, limit)
 
 
-def _limited(handler: Any, limit: CallLimit, caller: str) -> Any:
-    """``handler`` counted against ``caller``'s calls in flight; past ``limit.limit`` a call is
-    ``RESOURCE_EXHAUSTED`` before its request is handled."""
+def _as_caller(handler: Any, caller: str, limit: CallLimit | None) -> Any:
+    """``handler`` run with ``CALLER`` set to ``caller`` and, with a ``limit``, counted against
+    the caller's calls in flight: past ``limit.limit`` a call is ``RESOURCE_EXHAUSTED`` before its
+    request is handled."""
     message = (
-        f"this caller has {limit.limit} calls in flight, the most one caller may have; "
-        "retry when one has finished"
+        f"this caller has {limit.limit if limit else 0} calls in flight, the most one caller may "
+        "have; retry when one has finished"
     )
 
     def admit(context: grpc.ServicerContext) -> None:
-        if not limit.enter(caller):
+        if limit is not None and not limit.enter(caller):
             log.info("rpc_refused", code="RESOURCE_EXHAUSTED", caller=caller, reason="caller limit")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+    def leave() -> None:
+        if limit is not None:
+            limit.leave(caller)
 
     if handler.unary_unary:
         inner = handler.unary_unary
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             admit(context)
+            token = CALLER.set(caller)
             try:
                 return inner(request, context)
             finally:
-                limit.leave(caller)
+                CALLER.reset(token)
+                leave()
 
         return grpc.unary_unary_rpc_method_handler(
             unary,
@@ -247,9 +262,11 @@ def _limited(handler: Any, limit: CallLimit, caller: str) -> Any:
         def streamed(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             admit(context)
             try:
+                CALLER.set(caller)  # the handler thread's context, read where the stream starts
                 yield from stream(requests, context)
             finally:
-                limit.leave(caller)
+                CALLER.set("")  # the thread serves other calls next
+                leave()
 
         return grpc.stream_stream_rpc_method_handler(
             streamed,

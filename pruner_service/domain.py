@@ -46,6 +46,9 @@ class PruneRequest:
     trace: str
     question: str
     options: PruneOptions
+    caller: str = ""
+    """Who sent it: the fingerprint of its bearer token (``auth.Grant.fingerprint``), ``""``
+    without authentication. Not content: it keys the stored result, not the cache."""
 
 
 @dataclass(frozen=True)

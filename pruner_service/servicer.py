@@ -7,6 +7,7 @@ item that fails validation is.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
 from pruner_service import convert
+from pruner_service.auth import CALLER
 from pruner_service.domain import PruneRequest, PruneResult, new_request_id
 from pruner_service.errors import PrunerError
 from pruner_service.service import PrunerService, Rejected
@@ -32,6 +34,7 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
 
     def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
         domain = convert.request_from_proto(request, self.service.limits)
+        domain = dataclasses.replace(domain, caller=CALLER.get())
         deadline = self.service.deadline_for(context.time_remaining(), len(domain.trace))
         job = self.service.submit(domain, deadline)
         context.add_callback(job.future.cancel)
@@ -46,7 +49,8 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
     ) -> Iterator[pb.PruneStreamResponse]:
         remaining = context.time_remaining()
         call_deadline = None if remaining is None else time.time() + remaining
-        items = (self._stream_item(message) for message in request_iterator)
+        caller = CALLER.get()  # read here, in the call's thread: items may be read in another
+        items = (self._stream_item(message, caller) for message in request_iterator)
         for request_id, item in self.service.prune_stream(items, call_deadline):
             if isinstance(item, PrunerError):
                 log.info("prune", request_id=request_id, outcome=type(item).__name__)
@@ -54,9 +58,12 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
                 _log_result(item)
             yield convert.stream_item_to_proto(request_id, item)
 
-    def _stream_item(self, message: pb.PruneRequest | Undecodable) -> PruneRequest | Rejected:
+    def _stream_item(
+        self, message: pb.PruneRequest | Undecodable, caller: str
+    ) -> PruneRequest | Rejected:
         try:
-            return convert.request_from_proto(decoded(message), self.service.limits)
+            request = convert.request_from_proto(decoded(message), self.service.limits)
+            return dataclasses.replace(request, caller=caller)
         except PrunerError as exc:
             return Rejected(message.request_id or new_request_id(), exc)
 

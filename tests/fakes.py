@@ -38,11 +38,13 @@ class FakeEngine:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate
         self.batches: list[list[str]] = []
+        self.callers: list[str] = []
         self.lock = threading.Lock()
 
     def propose(self, requests: Sequence[PruneRequest]) -> list[Proposal | Exception]:
         with self.lock:
             self.batches.append([r.request_id for r in requests])
+            self.callers += [r.caller for r in requests]
         if self.gate is not None:
             self.gate.wait(10)
         if any(POISON in r.trace for r in requests):

@@ -46,6 +46,7 @@ def encode_job(job: Job, reply_to: str, key: str) -> bytes:
         enqueued_unix_s=job.enqueued_at,
         reply_to=reply_to,
         content_hash=key,
+        caller=job.request.caller,
     )
     data: bytes = message.SerializeToString()
     return data
@@ -59,7 +60,9 @@ def decode_job(data: bytes, limits: Limits) -> tuple[Job, qpb.QueueJob]:
         message = qpb.QueueJob.FromString(data)
     except DecodeError as exc:
         raise ValueError(f"the job is not a QueueJob of this namespace's schema: {exc}") from None
-    request = convert.request_from_proto(message.request, limits)
+    request = dataclasses.replace(
+        convert.request_from_proto(message.request, limits), caller=message.caller
+    )
     job = Job(request, message.deadline_unix_s, message.enqueued_unix_s)
     return job, message
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def job_ticket(request_id: str, content_hash: str) -> str:
+def job_ticket(request_id: str, content_hash: str, caller: str = "") -> str:
     """A job's identity on the queue: its request id bound to the hash of its content.
 
     Results, in-flight marks and cancellations are keyed by it, never by the request id alone:
     a request id is an idempotency key chosen by the caller (it leaks into logs and retries), so
     a second request that reuses it with other content is a different job and can never be
-    answered with the first one's result. ``content_hash`` is fixed-length hex, so the key
-    cannot be forged by a request id that contains the separator.
+    answered with the first one's result. With authentication ``caller`` (a token's 12-hex-digit
+    fingerprint) binds it to the caller too: another caller reusing the id and the content gets a
+    job of its own. ``content_hash`` and ``caller`` are fixed-length hex (``-`` for no caller), so
+    the key cannot be forged by a request id that contains the separator.
     """
-    return f"{content_hash}:{request_id}"
+    return f"{content_hash}:{caller or '-'}:{request_id}"
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class RedisFrontend:
             raise Unavailable("the server is shutting down; not accepting new requests")
         request = job.request
         key = content_hash(self.info, request)
-        ticket = job_ticket(request.request_id, key)
+        ticket = job_ticket(request.request_id, key, request.caller)
         try:
             lookup = self.client.pipeline(transaction=False)
             lookup.get(self.keys.result(ticket))

@@ -74,7 +74,7 @@ class _Entry:
     @property
     def ticket(self) -> str:
         """The job's request id bound to its content: the key of its result and marks."""
-        return job_ticket(self.job.request.request_id, self.content_hash)
+        return job_ticket(self.job.request.request_id, self.content_hash, self.job.request.caller)
 
 
 class RedisWorkerLoop:
@@ -240,6 +240,8 @@ class RedisWorkerLoop:
         if not todo:
             return
         started = time.perf_counter()
+        log.info("computing", request_ids=[e.job.request.request_id for e in todo],
+                 deliveries=[e.deliveries for e in todo])  # fmt: skip
         self._leases = ([e.entry_id for e in todo], max(e.job.deadline for e in todo))
         try:
             self.worker.run_batch([e.job for e in todo])
@@ -254,6 +256,7 @@ class RedisWorkerLoop:
         for entry in todo:
             self._finish(pipe, entry)
         pipe.execute()
+        log.info("answered", request_ids=[e.job.request.request_id for e in todo])
 
     def _answer_known(self, entries: list[_Entry]) -> list[_Entry]:
         """Answers entries whose job has a result or whose content is cached; returns the ones

@@ -105,3 +105,46 @@ def test_a_stream_reusing_request_ids_gets_each_items_own_result(serve) -> None:
     )
     got = [item.response.pruned_trace for item in items]  # in the order they finish
     assert sorted(got) == sorted(pruned(t) for t in traces)
+
+
+def test_with_tokens_a_stored_result_is_bound_to_its_caller(redis_server, tmp_path) -> None:
+    """Two callers (tokens) reuse one request id through a Redis frontend: each job carries its
+    caller to the worker and its result is stored under its caller (the ticket), so a caller's
+    request can only ever be answered from its own stored result (or the content cache)."""
+    import redis
+
+    from pruner_service.auth import parse_tokens
+    from pruner_service.queue.keys import RedisKeys, job_ticket
+
+    assert job_ticket("id", "ab" * 32, "alice") != job_ticket("id", "ab" * 32, "bob")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("token-of-alice\ntoken-of-bob\n")
+    alice, bob = (g.fingerprint for g in parse_tokens(tokens.read_text()))
+    common = {"port": 0, "max_wait_ms": 20, "redis": redis_server.url, "namespace": "callers"}
+    engine = FakeEngine()
+    worker = build_service(Settings(**common, role="worker"), make_engine=lambda: engine)
+    worker.start(background=False)
+    settings = Settings(**common, role="frontend", auth_token_file=str(tokens))
+    frontend = build_service(settings, make_engine=lambda: engine)
+    running = build_server(settings, frontend)
+    running.server.start()
+    frontend.start(background=False)
+    try:
+        wait_ready(frontend)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.PrunerStub(channel)
+            as_alice = [("authorization", "Bearer token-of-alice")]
+            as_bob = [("authorization", "Bearer token-of-bob")]
+            first = pb.PruneRequest(request_id="same-id", trace=FIRST)
+            second = pb.PruneRequest(request_id="same-id", trace=SECOND)
+            assert stub.Prune(first, timeout=30, metadata=as_alice).pruned_trace == pruned(FIRST)
+            streamed = list(stub.PruneStream(iter([second]), timeout=30, metadata=as_bob))
+            assert streamed[0].response.pruned_trace == pruned(SECOND)
+            again = stub.Prune(first, timeout=30, metadata=as_bob)  # Alice's content: the cache
+            assert again.pruned_trace == pruned(FIRST)
+        assert engine.callers == [alice, bob]
+        stored = redis.Redis(port=redis_server.port).keys(RedisKeys("callers").result("*"))
+        assert sorted(k.decode().split(":")[-2] for k in stored) == sorted([alice, bob])
+    finally:
+        running.stop(grace=2)
+        worker.shutdown(grace=2)
