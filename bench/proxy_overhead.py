@@ -9,7 +9,9 @@
    rounds, tokens pruned and peak context saved, and the request time next to the same requests
    through the proxy with pruning off.
 
-The upstream is the tests' OpenAI-compatible server over the embedded SmolLM2-135M (greedy).
+The upstream is the tests' OpenAI-compatible server over the embedded SmolLM2-135M (greedy), or
+with ``--upstream canned`` a server that answers a fixed reply at once (``canned_upstream.py``),
+so the difference is the proxy's own cost without the model's time and its noise.
 Writes bench/results/proxy_overhead.json.
 
     .venv/bin/python bench/proxy_overhead.py [--requests 200] [--pruned-requests 6]
@@ -173,16 +175,26 @@ def main() -> None:
     parser.add_argument("--pruned-requests", type=int, default=6, help="0: skip part 2")
     parser.add_argument("--max-tokens", type=int, default=200, help="per pruned request")
     parser.add_argument("--prune-every", type=int, default=40, help="tokens per round")
+    parser.add_argument(
+        "--upstream",
+        choices=("model", "canned"),
+        default="model",
+        help="model: the tests' server over SmolLM2; canned: bench/canned_upstream.py, a fixed "
+        "reply at once (the proxy's own cost; no pruning-on part)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/proxy_overhead.json")
     args = parser.parse_args()
-    cache = settings_from().cache_dir
-    model_dir = ensure_embedded("smollm2-135m-instruct", cache)
+    if args.upstream == "canned":
+        args.pruned_requests = 0
     processes: list[subprocess.Popen[str]] = []
     try:
-        upstream = "http://" + spawn(
-            [sys.executable, str(ROOT / "tests/support/openai_server.py"), "--model-dir",
-             str(model_dir)], processes)  # fmt: skip
-        upstream += "/v1"
+        if args.upstream == "canned":
+            server = [sys.executable, str(ROOT / "bench/canned_upstream.py")]
+        else:
+            model_dir = ensure_embedded("smollm2-135m-instruct", settings_from().cache_dir)
+            server = [sys.executable, str(ROOT / "tests/support/openai_server.py"),
+                      "--model-dir", str(model_dir)]  # fmt: skip
+        upstream = "http://" + spawn(server, processes) + "/v1"
         pruner = spawn([sys.executable, "-m", "pruner_service", "serve", "--port", "0",
                         "--device", "cpu", "--threads", "1"], processes)  # fmt: skip
         wait_serving(pruner)
@@ -192,6 +204,7 @@ def main() -> None:
                    processes)  # fmt: skip
         result = {
             "command": " ".join(["bench/proxy_overhead.py", *sys.argv[1:]]),
+            "upstream": args.upstream,
             "machine": f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores",
             "pruning_off": [overhead(upstream, off, args.requests, s) for s in (False, True)],
             "pruning_on": pruning(on, off, args.pruned_requests, args.max_tokens)
