@@ -40,39 +40,13 @@ from freelm_pruner_client.client import PrunerClient
 from freelm_pruner_client.errors import PrunerClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from proxy_overhead import cpu_model
-from redis_queue import free_port, wait_serving
+from redis_queue import wait_serving
+
+from tests.support.redis_server import RedisServer
 
 NAMESPACE = "faults"
-
-
-class Redis:
-    """A redis-server with an append-only file in ``folder``, restartable on its port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        for _ in range(500):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def restart(self) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(30)
-        self.start()
 
 
 def serve(role: str, url: str, log: Path) -> subprocess.Popen[str]:
@@ -146,7 +120,7 @@ def died_computing(log: Path) -> set[str]:
 
 
 def faults(
-    redis_server: Redis, workers: list[subprocess.Popen[str]], frontends: list[Any],
+    redis_server: RedisServer, workers: list[subprocess.Popen[str]], frontends: list[Any],
     rows: dict[int, dict[str, Any]], total: int, events: list[dict[str, Any]],
 ) -> None:  # fmt: skip
     """Kills a worker at 15% answered, restarts Redis at 40%, kills a frontend at 65%."""
@@ -174,9 +148,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/redis_faults.json"))
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="freelm-faults-"))
-    redis_server = Redis(folder)
+    redis_server = RedisServer(folder, durable=True)
     redis_server.start()
-    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    url = redis_server.url
     worker_logs = [folder / f"worker-{i}.log" for i in range(2)]
     front_logs = [folder / f"frontend-{i}.log" for i in range(2)]
     workers = [serve("worker", url, log) for log in worker_logs]
@@ -212,8 +186,7 @@ def main() -> None:
                 process.terminate()
         for process in [*workers, *frontends]:
             process.wait(60)
-        if redis_server.process is not None:
-            redis_server.process.terminate()
+        redis_server.stop()
     lost_with_worker = died_computing(worker_logs[0])
     reclaimed = {rid for e in _events(worker_logs[1], "reclaimed") for rid in e["request_ids"]}
     twice = sorted(rid for rid, count in computations.items() if count > 1)

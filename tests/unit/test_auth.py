@@ -64,14 +64,19 @@ def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     assert tokens.find("beta") is not None
 
 
+def _rewrite_unnoticed(path: Path, text: str) -> None:
+    """Writes ``text`` (the same length) over ``path``: same inode, size and modification time."""
+    stamp = os.stat(path)
+    with path.open("r+") as f:
+        f.write(text)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
 def test_reload_rereads_a_file_whose_size_and_time_did_not_change(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("alpha\n")
     tokens = TokenFile(path)
-    stamp = os.stat(path)
-    with path.open("r+") as f:  # same inode, same size, same modification time
-        f.write("omega\n")
-    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    _rewrite_unnoticed(path, "omega\n")
     assert tokens.find("alpha") is not None  # nothing tells it the file changed
     tokens.reload()
     assert tokens.find("alpha") is None
@@ -87,10 +92,7 @@ def test_sighup_handler_reloads(tmp_path: Path) -> None:
     previous = signal.getsignal(signal.SIGHUP)
     try:
         _reload_on_sighup(tokens)
-        stamp = os.stat(path)
-        with path.open("r+") as f:
-            f.write("omega\n")
-        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        _rewrite_unnoticed(path, "omega\n")
         os.kill(os.getpid(), signal.SIGHUP)
         assert tokens.find("omega") is not None
     finally:
