@@ -71,6 +71,8 @@ def _redis_service(
     make_engine: Callable[[], Engine],
     metrics: Metrics | None,
 ) -> PrunerService:
+    if settings.result_ttl_s < 1 or settings.cache_ttl_s < 0:
+        raise ValueError("--result-ttl-s must be at least 1 and --cache-ttl-s at least 0")
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry

@@ -128,7 +128,13 @@ class Settings:
         default=3, metadata={"help": "deliveries before a job goes to the dead-letter stream"}
     )
     result_ttl_s: int = field(default=600, metadata={"help": "how long results are kept"})
-    cache_ttl_s: int = field(default=3600, metadata={"help": "how long the result cache keeps"})
+    cache_ttl_s: int = field(
+        default=3600,
+        metadata={
+            "help": "how long the result cache keeps a result, shared by every caller sending "
+            "the same content (0: no cache)"
+        },
+    )
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
     metrics_host: str = field(
         default="", metadata={"help": "address the metrics endpoint binds (default: --host)"}

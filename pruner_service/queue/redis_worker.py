@@ -305,7 +305,7 @@ class RedisWorkerLoop:
     def _publish(self, pipe: Any, entry: _Entry, data: bytes, cache: bool) -> None:
         """Queues on ``pipe``: store the result (and cache a success), announce it, then ack."""
         pipe.set(self.keys.result(entry.ticket), data, ex=self.settings.result_ttl_s)
-        if cache:
+        if cache and self.settings.cache_ttl_s > 0:
             pipe.set(self.keys.cache(entry.content_hash), data, ex=self.settings.cache_ttl_s)
         pipe.publish(entry.reply_to, entry.ticket.encode())
         self._ack(pipe, entry.entry_id, entry.ticket)

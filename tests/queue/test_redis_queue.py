@@ -236,3 +236,18 @@ def test_a_job_that_is_not_the_schema_is_dead_lettered_never_run(services, redis
         time.sleep(0.05)
     assert frontend.prune(request("after-junk"), later()).request_id == "after-junk"
     assert engine.computed == ["after-junk"]
+
+
+def test_without_a_cache_the_same_content_under_a_new_id_is_computed_again(
+    services, redis_server
+) -> None:
+    engine = FakeEngine()
+    services("worker", engine, cache_ttl_s=0)
+    frontend = services("frontend", cache_ttl_s=0)
+    wait_ready(frontend)
+    assert frontend.prune(request("first"), later()).request_id == "first"
+    assert frontend.prune(request("second"), later()).request_id == "second"
+    assert engine.computed == ["first", "second"]
+    assert not redis.Redis(port=redis_server.port).keys(RedisKeys("t").cache("*"))
+    with pytest.raises(ValueError, match="--result-ttl-s"):
+        services("frontend", result_ttl_s=0)
