@@ -40,6 +40,10 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+MIN_TOKEN_CHARS = 16
+"""Shortest token accepted: a token must not be guessable, and a line caught half-written while
+the file is rewritten in place must not become a short valid token."""
+
 RIGHTS = ("prune", "info")
 """``prune``: ``Prune`` and ``PruneStream``; ``info``: ``GetModelInfo``."""
 
@@ -84,6 +88,10 @@ def parse_tokens(text: str, source: str = "token file") -> list[Grant]:
             continue
         if len(words) > 2:
             raise TokenFileError(f"{source} line {number}: expected TOKEN [RIGHT,...]")
+        if len(words[0]) < MIN_TOKEN_CHARS:
+            raise TokenFileError(
+                f"{source} line {number}: a token has at least {MIN_TOKEN_CHARS} characters"
+            )
         rights = frozenset(r for r in (words[1].split(",") if len(words) == 2 else RIGHTS) if r)
         unknown = sorted(rights - set(RIGHTS))
         if unknown or not rights:

@@ -13,10 +13,13 @@ def job_ticket(request_id: str, content_hash: str, caller: str = "") -> str:
     a second request that reuses it with other content is a different job and can never be
     answered with the first one's result. With authentication ``caller`` (a token's 12-hex-digit
     fingerprint) binds it to the caller too: another caller reusing the id and the content gets a
-    job of its own. ``content_hash`` and ``caller`` are fixed-length hex (``-`` for no caller), so
-    the key cannot be forged by a request id that contains the separator.
+    job of its own. Without a caller the key is as it was before callers existed
+    (``HASH:REQUEST_ID``), so frontends and workers of both versions agree during an upgrade.
+    ``content_hash`` is fixed-length hex, so the key cannot be forged by a request id that contains
+    the separator; a caller-less id that looks like ``CALLER:ID`` could only meet a caller's key of
+    the same content, whose result is the same.
     """
-    return f"{content_hash}:{caller or '-'}:{request_id}"
+    return f"{content_hash}:{caller}:{request_id}" if caller else f"{content_hash}:{request_id}"
 
 
 @dataclass(frozen=True)

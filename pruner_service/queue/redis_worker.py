@@ -11,10 +11,11 @@ for another try; past ``max_deliveries`` it goes to the dead-letter stream and i
 error. Reclaimed jobs on their third delivery or later run alone, so a job that kills its worker
 cannot keep taking its batch neighbours down with it.
 
-Leases, not guesses: a thread beats the worker's heartbeat and renews the jobs it is computing
-(``RENEW_LEASES``) every ``lease_interval_s``, so a job is idle ``claim_idle_ms`` only when its
-worker died or is stuck past the job's deadline, whatever the batch time; ``claim_idle_ms`` is
-the time to detect a dead worker, not a guess at the p99 batch time.
+Leases, not guesses: a thread beats the worker's heartbeat and renews the jobs it holds
+(computing, or reclaimed and waiting their turn; ``RENEW_LEASES``) every ``lease_interval_s``, so
+a job is idle ``claim_idle_ms`` only when its worker died or is stuck past the job's deadline,
+whatever the batch time; ``claim_idle_ms`` is the time to detect a dead worker, not a guess at
+the p99 batch time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +101,8 @@ class RedisWorkerLoop:
         self._stop = threading.Event()
         self._next_claim = 0.0
         self._renew = client.register_script(RENEW_LEASES)
-        self._leases: tuple[list[bytes], float] = ([], 0.0)  # entries computing, until when
+        self._held: dict[bytes, float] = {}  # entries taken and not yet answered: deadline
+        self._held_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="redis-worker", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="redis-heartbeat", daemon=True)
 
@@ -139,7 +142,7 @@ class RedisWorkerLoop:
     def lease_interval_s(self) -> float:
         """Seconds between lease renewals: ``HEARTBEAT_S``, or a third of ``claim_idle_ms``
         when that is shorter, so a live worker's jobs never sit idle long enough to be taken."""
-        return min(HEARTBEAT_S, self.settings.claim_idle_ms / 3000.0)
+        return max(0.05, min(HEARTBEAT_S, self.settings.claim_idle_ms / 3000.0))
 
     def _beat(self) -> None:
         """Marks this worker alive and renews the leases of the jobs it computes, every
@@ -154,12 +157,26 @@ class RedisWorkerLoop:
             self._stop.wait(interval)
 
     def _renew_leases(self) -> None:
-        """Resets the idle time of the jobs being computed, until the last of their deadlines:
-        past it nobody waits for them, so a worker stuck on them lets them be reclaimed (and
-        answered ``DEADLINE_EXCEEDED``) by another."""
-        entries, until = self._leases
-        if entries and time.time() < until:
+        """Resets the idle time of the jobs this worker holds (computing, or reclaimed and
+        waiting for their turn), each until its deadline: past it nobody waits for it, so a
+        worker stuck on it lets it be reclaimed (and answered ``DEADLINE_EXCEEDED``) by another."""
+        now = time.time()
+        with self._held_lock:
+            entries = [entry_id for entry_id, deadline in self._held.items() if now < deadline]
+        if entries:
             self._renew(keys=[self.keys.jobs], args=[self.keys.group, self.consumer, *entries])
+
+    @contextlib.contextmanager
+    def _holding(self, entries: list[_Entry]) -> Iterator[None]:
+        """Keeps the leases of ``entries`` renewed while the block runs."""
+        with self._held_lock:
+            self._held.update((e.entry_id, e.job.deadline) for e in entries)
+        try:
+            yield
+        finally:
+            with self._held_lock:
+                for entry in entries:
+                    self._held.pop(entry.entry_id, None)
 
     # taking work -----------------------------------------------------------------------------
     def _read(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -202,10 +219,11 @@ class RedisWorkerLoop:
             if entry.deliveries > limit:
                 self._dead_letter(pipe, entry, f"no worker finished it in {limit} deliveries")
         pipe.execute()
-        self._serve([e for e in claimed if e.deliveries == 2])
-        for entry in claimed:
-            if 2 < entry.deliveries <= limit:
-                self._serve([entry])
+        with self._holding([e for e in claimed if e.deliveries <= limit]):
+            self._serve([e for e in claimed if e.deliveries == 2])
+            for entry in claimed:
+                if 2 < entry.deliveries <= limit:
+                    self._serve([entry])
 
     def _entries(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[_Entry]:
         """Decoded entries with their delivery counts (one round trip for the batch)."""
@@ -242,11 +260,8 @@ class RedisWorkerLoop:
         started = time.perf_counter()
         log.info("computing", request_ids=[e.job.request.request_id for e in todo],
                  deliveries=[e.deliveries for e in todo])  # fmt: skip
-        self._leases = ([e.entry_id for e in todo], max(e.job.deadline for e in todo))
-        try:
+        with self._holding(todo):
             self.worker.run_batch([e.job for e in todo])
-        finally:
-            self._leases = ([], 0.0)
         if self.metrics:
             self.metrics.compute.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(todo))

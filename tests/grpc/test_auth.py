@@ -276,7 +276,7 @@ def test_tokens_and_trace_text_never_reach_logs_or_error_messages(
     any status message."""
     from tests.conftest import FEWSHOT_PROFILE
 
-    good, wrong, secret = "tok-GOOD-4d1f9a", "tok-WRONG-77e0c2", "ZQXJ-PRIVATE-TEXT"
+    good, wrong, secret = "tok-GOOD-4d1f9a0e", "tok-WRONG-77e0c2", "ZQXJ-PRIVATE-TEXT"
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{good}\n")
     trace = f"Let me add 2 and 3 for {secret}. So 2 + 3 = 5. Wait, 2 + 3 = 5. The answer is 5."

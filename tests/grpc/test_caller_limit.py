@@ -25,7 +25,7 @@ def _bearer(token: str) -> list[tuple[str, str]]:
 
 def test_one_caller_cannot_take_every_place(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("greedy\npolite\n")
+    tokens.write_text("greedy-caller-0001\npolite-caller-0002\n")
     settings = Settings(port=0, max_batch=4, max_wait_ms=1, auth_token_file=str(tokens),
                         max_calls_per_caller=2)  # fmt: skip
     gate = threading.Event()
@@ -43,18 +43,18 @@ def test_one_caller_cannot_take_every_place(tmp_path: Path) -> None:
                 request = pb.PruneRequest(request_id=rid, trace=f"Step {rid} here. Then more.")
                 return stub.Prune.future(request, timeout=30, metadata=_bearer(token))
 
-            held = [call("greedy", "g1"), call("greedy", "g2")]
+            held = [call("greedy-caller-0001", "g1"), call("greedy-caller-0001", "g2")]
             while len(engine.computed) < 1:
                 time.sleep(0.01)
             with pytest.raises(grpc.RpcError) as caught:
-                call("greedy", "g3").result()
+                call("greedy-caller-0001", "g3").result()
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "2 calls in flight" in caught.value.details()
-            other = call("polite", "p1")
+            other = call("polite-caller-0002", "p1")
             gate.set()
             assert other.result().request_id == "p1"
             assert [f.result().request_id for f in held] == ["g1", "g2"]
-            assert call("greedy", "g4").result().request_id == "g4"  # its places are back
+            assert call("greedy-caller-0001", "g4").result().request_id == "g4"
     finally:
         gate.set()
         running.stop(grace=2)

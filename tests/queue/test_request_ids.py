@@ -118,7 +118,7 @@ def test_with_tokens_a_stored_result_is_bound_to_its_caller(redis_server, tmp_pa
 
     assert job_ticket("id", "ab" * 32, "alice") != job_ticket("id", "ab" * 32, "bob")
     tokens = tmp_path / "tokens"
-    tokens.write_text("token-of-alice\ntoken-of-bob\n")
+    tokens.write_text("token-of-alice-0001\ntoken-of-bob-000002\n")
     alice, bob = (g.fingerprint for g in parse_tokens(tokens.read_text()))
     common = {"port": 0, "max_wait_ms": 20, "redis": redis_server.url, "namespace": "callers"}
     engine = FakeEngine()
@@ -133,8 +133,8 @@ def test_with_tokens_a_stored_result_is_bound_to_its_caller(redis_server, tmp_pa
         wait_ready(frontend)
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = pb_grpc.PrunerStub(channel)
-            as_alice = [("authorization", "Bearer token-of-alice")]
-            as_bob = [("authorization", "Bearer token-of-bob")]
+            as_alice = [("authorization", "Bearer token-of-alice-0001")]
+            as_bob = [("authorization", "Bearer token-of-bob-000002")]
             first = pb.PruneRequest(request_id="same-id", trace=FIRST)
             second = pb.PruneRequest(request_id="same-id", trace=SECOND)
             assert stub.Prune(first, timeout=30, metadata=as_alice).pruned_trace == pruned(FIRST)

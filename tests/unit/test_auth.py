@@ -12,7 +12,10 @@ from pruner_service.auth import TokenFile, TokenFileError, bearer, parse_tokens
 
 
 def test_a_line_is_a_token_and_its_rights() -> None:
-    grants = parse_tokens("# header\n\nalpha\nbeta info   # reader\ngamma prune,info\n")
+    grants = parse_tokens(
+        "# header\n\nalpha-0123456789ab\nbeta-0123456789ab info   # reader\n"
+        "gamma-0123456789ab prune,info\n"
+    )
     assert [sorted(g.rights) for g in grants] == [["info", "prune"], ["info"], ["info", "prune"]]
     assert len({g.digest for g in grants}) == 3
     assert all(len(g.fingerprint) == 12 for g in grants)
@@ -21,10 +24,11 @@ def test_a_line_is_a_token_and_its_rights() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("alpha admin\n", "line 1: unknown right admin"),
-        ("alpha\nbeta prune,root\n", "line 2: unknown right root"),
-        ("alpha prune info\n", "line 1: expected TOKEN [RIGHT,...]"),
-        ("alpha ,\n", "line 1: unknown right (none)"),
+        ("alpha-0123456789ab admin\n", "line 1: unknown right admin"),
+        ("alpha-0123456789ab\nbeta-0123456789ab prune,root\n", "line 2: unknown right root"),
+        ("alpha-0123456789ab prune info\n", "line 1: expected TOKEN [RIGHT,...]"),
+        ("alpha-0123456789ab ,\n", "line 1: unknown right (none)"),
+        ("alpha\n", "line 1: a token has at least 16 characters"),
     ],
 )
 def test_a_bad_line_is_named_without_its_token(text: str, message: str) -> None:
@@ -36,13 +40,13 @@ def test_a_bad_line_is_named_without_its_token(text: str, message: str) -> None:
 
 def test_find_returns_the_grant_of_a_known_token_only(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("alpha\nbeta info\n")
+    path.write_text("alpha-0123456789ab\nbeta-0123456789ab info\n")
     tokens = TokenFile(path)
-    assert tokens.find("alpha") is not None
-    found = tokens.find("beta")
+    assert tokens.find("alpha-0123456789ab") is not None
+    found = tokens.find("beta-0123456789ab")
     assert found is not None and found.rights == frozenset({"info"})
-    assert tokens.find("alph") is None
-    assert tokens.find("alphaa") is None
+    assert tokens.find("alpha-0123456789a") is None
+    assert tokens.find("alpha-0123456789abb") is None
     assert tokens.find("") is None
 
 
@@ -57,11 +61,11 @@ def test_an_empty_or_missing_file_refuses_to_start(tmp_path: Path) -> None:
 
 def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("alpha\n")
+    path.write_text("alpha-0123456789ab\n")
     tokens = TokenFile(path)
-    path.write_text("beta\n")
-    assert tokens.find("alpha") is None
-    assert tokens.find("beta") is not None
+    path.write_text("beta-0123456789ab\n")
+    assert tokens.find("alpha-0123456789ab") is None
+    assert tokens.find("beta-0123456789ab") is not None
 
 
 def _rewrite_unnoticed(path: Path, text: str) -> None:
@@ -74,40 +78,40 @@ def _rewrite_unnoticed(path: Path, text: str) -> None:
 
 def test_reload_rereads_a_file_whose_size_and_time_did_not_change(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("alpha\n")
+    path.write_text("alpha-0123456789ab\n")
     tokens = TokenFile(path)
-    _rewrite_unnoticed(path, "omega\n")
-    assert tokens.find("alpha") is not None  # nothing tells it the file changed
+    _rewrite_unnoticed(path, "omega-0123456789ab\n")
+    assert tokens.find("alpha-0123456789ab") is not None  # nothing tells it the file changed
     tokens.reload()
-    assert tokens.find("alpha") is None
-    assert tokens.find("omega") is not None
+    assert tokens.find("alpha-0123456789ab") is None
+    assert tokens.find("omega-0123456789ab") is not None
 
 
 def test_sighup_handler_reloads(tmp_path: Path) -> None:
     from pruner_service.server import _reload_on_sighup
 
     path = tmp_path / "tokens"
-    path.write_text("alpha\n")
+    path.write_text("alpha-0123456789ab\n")
     tokens = TokenFile(path)
     previous = signal.getsignal(signal.SIGHUP)
     try:
         _reload_on_sighup(tokens)
-        _rewrite_unnoticed(path, "omega\n")
+        _rewrite_unnoticed(path, "omega-0123456789ab\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        assert tokens.find("omega") is not None
+        assert tokens.find("omega-0123456789ab") is not None
     finally:
         signal.signal(signal.SIGHUP, previous)
 
 
 def test_a_broken_file_keeps_the_tokens_read_last(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("alpha\n")
+    path.write_text("alpha-0123456789ab\n")
     tokens = TokenFile(path)
-    path.write_text("alpha superuser\n")
-    assert tokens.find("alpha") is not None
+    path.write_text("alpha-0123456789ab superuser\n")
+    assert tokens.find("alpha-0123456789ab") is not None
     path.unlink()
     tokens.reload()
-    assert tokens.find("alpha") is not None
+    assert tokens.find("alpha-0123456789ab") is not None
 
 
 @pytest.mark.parametrize(

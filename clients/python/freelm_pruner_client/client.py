@@ -105,31 +105,32 @@ class Tls:
         )
 
 
+def addresses_of(addresses: str | Sequence[str]) -> list[str]:
+    """The addresses ``target`` takes, as a list (a string split at commas)."""
+    if isinstance(addresses, str):
+        return [a.strip() for a in addresses.split(",") if a.strip()]
+    return list(addresses)
+
+
 def target(addresses: str | Sequence[str]) -> str:
     """The gRPC target of one address or several frontends.
 
-    A string is used as it is (``HOST:PORT``, ``dns:///NAME:PORT`` whose name resolves to
-    several frontends, or any gRPC target); a comma in it separates several ``HOST:PORT``.
-    Several are resolved here (``getaddrinfo``) into one ``ipv4:`` (or ``ipv6:``) target
-    listing every address, which the channel balances round robin. Raises ``ValueError`` for
-    an address without a port, one that does not resolve, or a mix of IPv4 and IPv6 only.
+    One address is used as it is (``HOST:PORT``, ``dns:///NAME:PORT`` whose name resolves to
+    several frontends, or any gRPC target); a comma in a string separates several ``HOST:PORT``.
+    Several are resolved here, once (``getaddrinfo``), into one ``ipv4:`` (or ``ipv6:``) target
+    listing every address, which the channel balances round robin. Raises ``ValueError`` for an
+    address without a port, one that does not resolve, or one that would be left out because
+    the others resolve only to the other IP family.
     """
-    if isinstance(addresses, str):
-        if "," not in addresses:
-            return addresses
-        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
-    if len(addresses) == 1:
-        return addresses[0]
-    resolved: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
-    for address in addresses:
-        for family, text in _resolve(address):
-            if text not in resolved[family]:
-                resolved[family].append(text)
-    if resolved[socket.AF_INET]:
-        return "ipv4:" + ",".join(resolved[socket.AF_INET])
-    if resolved[socket.AF_INET6]:
-        return "ipv6:" + ",".join(resolved[socket.AF_INET6])
-    raise ValueError(f"none of {list(addresses)} resolves to an IP address")
+    listed = addresses_of(addresses)
+    if len(listed) == 1:
+        return listed[0]
+    per_address = [_resolve(address) for address in listed]
+    for family, scheme in ((socket.AF_INET, "ipv4:"), (socket.AF_INET6, "ipv6:")):
+        if all(any(f == family for f, _ in pairs) for pairs in per_address):
+            texts = [text for pairs in per_address for f, text in pairs if f == family]
+            return scheme + ",".join(dict.fromkeys(texts))
+    raise ValueError(f"{listed} do not all resolve to one IP family (IPv4 or IPv6)")
 
 
 def _resolve(address: str) -> list[tuple[int, str]]:
@@ -174,8 +175,15 @@ class ChannelConfig:
             ("grpc.enable_retries", int(self.retry is not None)),
             ("grpc.service_config", json.dumps(self.service_config())),
         ]
-        if self.tls is not None and self.tls.server_name:
-            options.append(("grpc.ssl_target_name_override", self.tls.server_name))
+        if self.tls is not None:
+            listed = addresses_of(self.address)
+            # Several frontends become one target of IP addresses: without a name the
+            # certificates would be checked against that list, so check the first host's.
+            name = self.tls.server_name or (
+                listed[0].rpartition(":")[0].strip("[]") if len(listed) > 1 else None
+            )
+            if name:
+                options.append(("grpc.ssl_target_name_override", name))
         return options
 
     def service_config(self) -> dict[str, Any]:
