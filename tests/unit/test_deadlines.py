@@ -20,7 +20,7 @@ def test_prune_sends_the_scaled_deadline(monkeypatch: pytest.MonkeyPatch) -> Non
     seen: list[float] = []
 
     class Stub:
-        def Prune(self, request: object, timeout: float) -> object:
+        def Prune(self, request: object, timeout: float, metadata: object = None) -> object:
             seen.append(timeout)
             raise Stop
 

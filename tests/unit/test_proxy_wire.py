@@ -104,6 +104,7 @@ def test_flags_out_of_range_are_refused() -> None:
         show_reasoning, think_start, think_end, starts_in_reasoning = "full", "<t>", "</t>", False
         frozen_prefix_chars, protect_tail_chars, max_delete_fraction = 0, 0, 0.5
         max_trace_chars, max_question_chars, passthrough_model, max_commands = 10, 10, [], None
+        pruner_token_file = pruner_tls_ca = pruner_tls_client_cert = pruner_tls_client_key = None
 
     with pytest.raises(ValueError, match="--prune-every-tokens"):
         settings_of(Args())  # type: ignore[arg-type]
