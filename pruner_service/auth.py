@@ -193,7 +193,7 @@ class CallLimit:
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Refuses calls to the Pruner service without a valid token (``UNAUTHENTICATED``) or
-    without the method's right (``PERMISSION_DENIED``) before the request is read; with
+    without the method's right (``PERMISSION_DENIED``) before the request is parsed or handled; with
     ``max_calls_per_caller`` (> 0), a caller's ``Prune``/``PruneStream`` calls past that many in
     flight are ``RESOURCE_EXHAUSTED``, so one caller cannot take every place in the queue."""
 
@@ -285,8 +285,9 @@ def _as_caller(handler: Any, caller: str, limit: CallLimit | None) -> Any:
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
-    """A handler of the same kind as ``handler`` that aborts with ``code`` without reading or
-    parsing the request (no deserializer: its bytes are never looked at)."""
+    """A handler of the same kind as ``handler`` that aborts with ``code`` without parsing or
+    handling the request (no deserializer: gRPC receives a unary request's bytes, nothing reads
+    them)."""
 
     def refuse(_: Any, context: grpc.ServicerContext) -> Any:
         context.abort(code, message)
