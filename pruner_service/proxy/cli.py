@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from freelm_pruner_client.client import Tls, read_token
+from freelm_pruner_client.cli import tls_of
+from freelm_pruner_client.client import read_token
 from freelm_pruner_client.loopcore import Delimiters
 
 from pruner_service.proxy.settings import SHOW_CHOICES, ProxySettings
@@ -164,16 +164,8 @@ def settings_of(args: argparse.Namespace) -> ProxySettings:
         token = read_token(args.pruner_token_file) if args.pruner_token_file else None
     except OSError as exc:
         raise ValueError(f"--pruner-token-file: {exc}") from None
-    cert, key = args.pruner_tls_client_cert, args.pruner_tls_client_key
-    if bool(cert) != bool(key):
-        raise ValueError("--pruner-tls-client-cert and --pruner-tls-client-key go together")
-    tls = None
-    if args.pruner_tls_ca or cert:
-        tls = Tls(
-            root_certificates=Path(args.pruner_tls_ca) if args.pruner_tls_ca else None,
-            private_key=Path(key) if key else None,
-            certificate_chain=Path(cert) if cert else None,
-        )
+    tls = tls_of(args.pruner_tls_ca, args.pruner_tls_client_cert, args.pruner_tls_client_key,
+                 prefix="--pruner-")  # fmt: skip
     settings = ProxySettings(
         upstream=args.upstream,
         pruner=args.pruner,

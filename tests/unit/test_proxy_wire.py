@@ -108,3 +108,14 @@ def test_flags_out_of_range_are_refused() -> None:
 
     with pytest.raises(ValueError, match="--prune-every-tokens"):
         settings_of(Args())  # type: ignore[arg-type]
+
+
+def test_the_pruner_tls_flags_build_tls_and_need_cert_and_key_together() -> None:
+    from freelm_pruner_client.cli import tls_of
+
+    assert tls_of(None, None, None) is None
+    tls = tls_of("ca.pem", "client.pem", "client.key", prefix="--pruner-")
+    assert tls is not None and str(tls.certificate_chain) == "client.pem"
+    assert str(tls.private_key) == "client.key" and str(tls.root_certificates) == "ca.pem"
+    with pytest.raises(ValueError, match="--pruner-tls-client-cert and --pruner-tls-client-key"):
+        tls_of(None, "client.pem", None, prefix="--pruner-")

@@ -67,16 +67,28 @@ def add_security_flags(group: Any, default: Callable[[object], object]) -> None:
     )
 
 
+def tls_of(
+    ca: str | Path | None, cert: str | Path | None, key: str | Path | None, prefix: str = "--"
+) -> Tls | None:
+    """TLS settings from a CA bundle and a client certificate and key (file paths), or None when
+    none is given. Raises ``ValueError`` naming the flags (``{prefix}tls-client-cert`` and
+    ``{prefix}tls-client-key``) when only one of the certificate and key is given."""
+    if bool(cert) != bool(key):
+        raise ValueError(f"{prefix}tls-client-cert and {prefix}tls-client-key go together")
+    if not (ca or cert):
+        return None
+
+    def path(value: str | Path | None) -> Path | None:
+        return Path(value) if value else None
+
+    return Tls(root_certificates=path(ca), private_key=path(key), certificate_chain=path(cert))
+
+
 def security_options(args: argparse.Namespace) -> dict[str, Any]:
     """``PrunerClient`` keyword arguments (``tls``, ``token``) from ``add_security_flags``'
     flags. Raises ``ValueError`` when only one of the client certificate and key is given, and
     ``OSError``/``ValueError`` when the token file cannot be read or holds no token."""
-    cert, key = args.tls_client_cert, args.tls_client_key
-    if bool(cert) != bool(key):
-        raise ValueError("--tls-client-cert and --tls-client-key go together")
-    tls = None
-    if args.tls_ca or cert:
-        tls = Tls(root_certificates=args.tls_ca, private_key=key, certificate_chain=cert)
+    tls = tls_of(args.tls_ca, args.tls_client_cert, args.tls_client_key)
     token = read_token(args.token_file) if args.token_file else None
     return {"tls": tls, "token": token}
 
