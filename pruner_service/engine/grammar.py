@@ -59,42 +59,6 @@ _PREFIX_OPENS = '"prefix": "'
 _SUFFIX_OPENS = '", "suffix": "'
 
 
-def suffix_grammar(trace: str, head: str, commands_left: int, max_anchor_chars: int) -> str:
-    """The grammar of the rest of an output whose text so far is ``head``, ending just after a
-    command's prefix (``..."prefix": "P", "suffix": "``): the suffix is taken from the trace
-    from P's first occurrence on (so it resolves after P), then at most ``commands_left`` more
-    commands follow as in :func:`command_grammar`."""
-    prefix = head[head.rindex(_PREFIX_OPENS) + len(_PREFIX_OPENS) : -len(_SUFFIX_OPENS)]
-    after = trace[max(trace.find(prefix), 0) :]
-    literal = json.dumps(head, ensure_ascii=False)
-    return "\n".join(
-        [
-            f'start: {literal} SUFFIX "\\"}}"{_more(commands_left)} "]"',
-            _CMD,
-            _anchor("ANCHOR", trace, max_anchor_chars),
-            _anchor("SUFFIX", after, max_anchor_chars),
-        ]
-    )
-
-
-def open_prefix(text: str) -> str | None:
-    """The prefix anchor being written at the end of ``text``, if one is open."""
-    opened = text.rfind(_PREFIX_OPENS)
-    if opened < 0:
-        return None
-    prefix = text[opened + len(_PREFIX_OPENS) :]
-    return None if '"' in prefix else prefix
-
-
-def open_suffix(text: str) -> str | None:
-    """``text`` up to and including the opening of its last command's suffix, if that command's
-    prefix is complete and its suffix not yet closed."""
-    opened = text.rfind(_SUFFIX_OPENS)
-    if opened < 0 or '"}' in text[opened + len(_SUFFIX_OPENS) :]:
-        return None
-    return text[: opened + len(_SUFFIX_OPENS)]
-
-
 @dataclass(frozen=True)
 class Writing:
     """The last command of a (partial) output as far as it is written."""

@@ -8,10 +8,8 @@ positions, which bounds its memory whatever the trace's length.
 
 Rows of one group are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
-is a valid command list whose anchors are substrings of that row's trace (with the profile's
-``constrain_suffix``, each suffix from the trace after its command's prefix; with
-``unique_prefix``, each prefix extended until it occurs once; with ``anchor_guard``, each
-command kept to one that can resolve, see ``guard``).
+is a valid command list whose anchors are substrings of that row's trace, and each token is
+passed through the row's steering strategy (the profile's ``steering``, see ``steering``).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,33 +26,28 @@ import llguidance.hf
 import numpy as np
 import structlog
 import torch
-from freelm_pruner_client.anchors import AnchorCommand, Span, occurs_more_than_once
+from freelm_pruner_client.anchors import AnchorCommand, Span
 from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
 from transformers import DynamicCache
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
 from pruner_service.engine.grammar import (
+    Writing,
     canonical_json,
     command_grammar,
     last_command,
-    open_prefix,
-    open_suffix,
     parse_commands,
-    suffix_grammar,
 )
-from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe
 from pruner_service.engine.prompt import render_prompt
+from pruner_service.engine.steering import NoSteering, Steering, Step, steering_for
+from pruner_service.engine.steering.guard_steer import CANDIDATES
 from pruner_service.engine.windows import split
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
-
-
-_STEER_CANDIDATES = 64
-"""How many of the best tokens the steering anchor guard tries before it keeps the model's."""
 
 
 def _cache_argument(model: Any) -> str:
@@ -110,12 +103,8 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     done: bool = False
     repeated: bool = False
-    suffix_head: int = -1  # output length at which the open suffix was last constrained
-    constrained: int = 0  # suffixes decoded under the narrowed grammar
-    held: int = 0  # steps at which an ambiguous prefix was kept from closing
-    guard: AnchorGuard | None = None
-    steered: int = 0  # tokens the anchor guard replaced
-    cut: bool = False  # the anchor guard ended the command list
+    steering: Steering = field(default_factory=lambda: NoSteering("", 1))
+    cut: bool = False  # the steering strategy ended the command list
 
 
 @dataclass(frozen=True)
@@ -157,13 +146,9 @@ class HFEngine:
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
-        self._quote_heads = _tokens_containing(self.tokenizer, '"')
-        self._quote_ids = np.fromiter(self._quote_heads, dtype=np.int64)
         self.prefill_rows_separately = self.device.type == "cpu"
         self.jump_forward = profile.jump_forward
-        self.constrain_suffix = profile.constrain_suffix
-        self.unique_prefix = profile.unique_prefix
-        self.anchor_guard = profile.anchor_guard
+        self.steering = profile.steering
         self._guard_window = 2 * profile.max_anchor_chars + 32  # tokens: a whole command
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -273,11 +258,8 @@ class HFEngine:
         closed as valid JSON. Stopping, the list also ends before any command that fails the
         guard without the guard having judged it (a closing the grammar forced)."""
         text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        commands = _unique(parse_commands(text))
-        if row.guard is not None and self.anchor_guard == "stop":
-            passing = row.guard.leading_passes(commands)
-            row.cut = row.cut or len(passing) < len(commands)
-            commands = passing
+        commands, cut = row.steering.finish(_unique(parse_commands(text)))
+        row.cut = row.cut or cut
         finished = (row.matcher.is_stopped() or row.cut) and not row.repeated
         whole = row.matcher.is_stopped() and not row.cut and not row.repeated
         return Proposal(
@@ -374,32 +356,13 @@ class HFEngine:
         matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
-        guard = None
-        if self.anchor_guard != "off":
-            guard = AnchorGuard(spec.text, self.profile.max_anchor_chars)
-        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, guard=guard)
+        steering = steering_for(self.steering, spec.text, self.profile.max_anchor_chars)
+        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, steering=steering)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(
             self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0
         )
-
-    def _constrain_suffix(self, row: _Row) -> None:
-        """Once a command's prefix is complete, narrows its suffix to text from the prefix's
-        occurrence on, so that it can resolve (rule 3): the row continues under a grammar whose
-        head is the output so far, replayed into a fresh matcher. If the replay is refused (the
-        output so far does not decode to the same text), the general grammar stays."""
-        text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        head = open_suffix(text)
-        if head is None or len(head) == row.suffix_head:
-            return
-        row.suffix_head = len(head)
-        left = row.max_commands - head.count('"}') - 1
-        grammar = suffix_grammar(row.trace, head, left, self.profile.max_anchor_chars)
-        matcher = self._matcher(grammar)
-        if not matcher.is_error() and matcher.consume_tokens(row.generated):
-            row.matcher = matcher
-            row.constrained += 1
 
     @torch.inference_mode()
     def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
@@ -474,75 +437,42 @@ class HFEngine:
             if not row.done:
                 fill_next_token_bitmask(row.matcher, bitmask, i)
         allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
-        prefixes = [self._open_prefix(row) for row in rows]
-        for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
-            if prefix:
-                self._hold_ambiguous_prefix(row, prefix, allowed[i])
         vocab = min(scores.shape[1], allowed.shape[1])
         scores[:, vocab:] = float("-inf")
         scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
         choice = scores.argmax(dim=-1).tolist()
         for i, row in enumerate(rows):
-            if row.guard is not None and not row.done:
-                choice[i] = self._guarded(row, scores[i], int(choice[i]))
+            if not row.done:
+                choice[i] = self._steered(row, scores[i], int(choice[i]))
         return [
             [self.pad_id] if row.done else self._advance(row, int(token), budget)
             for row, token in zip(rows, choice, strict=True)
         ]
 
-    def _guarded(self, row: _Row, scores: torch.Tensor, token: int) -> int:
-        """``token``, if the command it writes passes the row's guard; else, steering, the
-        best-scoring allowed token whose command passes (the model's own if none of the best
-        few does), or, stopping, a pad: the row's command list ends before the failing command
-        (``row.done``, ``row.cut``)."""
-        assert row.guard is not None
-        window = row.generated[-self._guard_window :]
-        writing = last_command(self.tokenizer.decode(window, skip_special_tokens=True))
-        if writing is None or not writing.open or self._passes(row, window, token):
+    def _steered(self, row: _Row, scores: torch.Tensor, token: int) -> int:
+        """The token the row's steering strategy writes instead of ``token`` (the greedy one);
+        a pad when it ends the command list (``row.done``, ``row.cut``)."""
+        if isinstance(row.steering, NoSteering):
             return token
-        if self.anchor_guard == "stop":
+        window = row.generated[-self._guard_window :]
+
+        def writing(extra: int | None) -> Writing | None:
+            ids = window if extra is None else [*window, extra]
+            return last_command(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        def candidates() -> Iterator[int]:
+            ranked = torch.topk(scores, k=min(CANDIDATES, scores.shape[0]))
+            for score, candidate in zip(ranked.values.tolist(), ranked.indices.tolist(),
+                                        strict=True):  # fmt: skip
+                if score == float("-inf"):
+                    return
+                yield int(candidate)
+
+        chosen = row.steering.choose(Step(token, writing, candidates))
+        if chosen is None:
             row.done = row.cut = True
             return int(self.pad_id)
-        ranked = torch.topk(scores, k=min(_STEER_CANDIDATES, scores.shape[0]))
-        for score, candidate in zip(ranked.values.tolist(), ranked.indices.tolist(), strict=True):
-            if score == float("-inf"):
-                break
-            if candidate != token and self._passes(row, window, candidate):
-                row.steered += 1
-                return int(candidate)
-        return token
-
-    def _passes(self, row: _Row, window: list[int], token: int) -> bool:
-        assert row.guard is not None
-        writing = last_command(self.tokenizer.decode([*window, token], skip_special_tokens=True))
-        return writing is not None and row.guard.passes(writing)
-
-    def _open_prefix(self, row: _Row) -> str | None:
-        """With ``unique_prefix``, the prefix anchor the row is writing, if any."""
-        if not self.unique_prefix or row.done:
-            return None
-        return open_prefix(self.tokenizer.decode(row.generated, skip_special_tokens=True))
-
-    def _hold_ambiguous_prefix(self, row: _Row, prefix: str, allowed: np.ndarray) -> None:
-        """Keeps an open prefix from closing while it occurs more than once in the trace (rule
-        2 would reject it as ambiguous): the tokens that would close it, those holding a ``"``,
-        are masked out of ``allowed`` where the prefix they complete still occurs twice or more,
-        so the model extends its anchor until it is unique. Where that masks every token (the
-        prefix is at the anchor limit or the trace's end) the row's mask stays as it was."""
-        if not occurs_more_than_once(row.trace, prefix):
-            return
-        ids = self._quote_ids[self._quote_ids < allowed.shape[0]]
-        closing = ids[allowed[ids] == 1]
-        held = [
-            t for t in closing if occurs_more_than_once(row.trace, prefix + self._quote_heads[t])
-        ]
-        if not held:
-            return
-        allowed[held] = 0
-        if not allowed.any():
-            allowed[held] = 1
-        else:
-            row.held += 1
+        return chosen
 
     def _advance(self, row: _Row, token: int, budget: int) -> list[int]:
         """Consumes ``token`` (and any forced tokens) into ``row``; returns the tokens to feed."""
@@ -555,9 +485,6 @@ class HFEngine:
             if forced and row.matcher.consume_tokens(forced):
                 fed += forced
         row.generated += fed
-        quoted = any(t in self._quote_heads for t in fed)
-        if self.constrain_suffix and quoted and not row.matcher.is_stopped():
-            self._constrain_suffix(row)
         closing = any(t in self._closing_tokens for t in fed)
         row.done = (
             row.matcher.is_stopped()

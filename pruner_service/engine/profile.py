@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pruner_service.engine.base import EngineInfo
-from pruner_service.engine.guard import GUARD_MODES
+from pruner_service.engine.steering import SteeringMode
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 NO_ADAPTER_NOTE = (
@@ -92,9 +92,9 @@ class Profile:
     trust_remote_code: bool
     note: str
     jump_forward: bool = True
-    constrain_suffix: bool = False
-    unique_prefix: bool = False
-    anchor_guard: str = "off"
+    """Feed the tokens the grammar forces without a forward pass each (output unchanged)."""
+    steering: SteeringMode = SteeringMode.NONE
+    """What the decoder does with a command the anchor guard fails (``engine.steering``)."""
     window_tokens: int = 0
     """Most trace tokens in one window of a long trace; 0: as many as the context leaves."""
     window_overlap_tokens: int = 0
@@ -138,10 +138,7 @@ class Profile:
         for field in ("$trace", "$question"):
             if field not in template:
                 raise ProfileError(f"profile template {template_path} lacks {field}")
-        guard = str(raw.get("anchor_guard", "off"))
-        if guard not in GUARD_MODES:
-            modes = ", ".join(GUARD_MODES)
-            raise ProfileError(f"profile anchor_guard {guard!r} is not one of {modes}")
+        steering = _steering(raw)
         dtype = raw.get("dtype", "float32")
         if dtype not in _DTYPES:
             raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
@@ -163,14 +160,40 @@ class Profile:
             trust_remote_code=bool(raw.get("trust_remote_code", False)),
             note=str(raw.get("note", "")),
             jump_forward=bool(raw.get("jump_forward", True)),
-            constrain_suffix=bool(raw.get("constrain_suffix", False)),
-            unique_prefix=bool(raw.get("unique_prefix", False)),
-            anchor_guard=guard,
+            steering=steering,
             window_tokens=_count(raw, "window_tokens", 0),
             window_overlap_tokens=_count(raw, "window_overlap_tokens", 0),
             question_tokens=_count(raw, "question_tokens", 512),
             max_batch_tokens=_count(raw, "max_batch_tokens", 0),
         )
+
+
+RETIRED = ("constrain_suffix", "unique_prefix")
+"""Decoding settings that were measured, not kept (``engine.steering`` says why)."""
+
+_LEGACY_GUARD = {"off": SteeringMode.NONE, "steer": SteeringMode.STEER, "stop": SteeringMode.STOP}
+
+
+def _steering(raw: dict[str, Any]) -> SteeringMode:
+    """The profile's ``steering`` (``none``, ``steer`` or ``stop``; the older ``anchor_guard``
+    key with ``off``, ``steer`` or ``stop`` is read too); raises ``ProfileError`` for another
+    value, for both keys at once, or for a retired setting turned on."""
+    for name in RETIRED:
+        if raw.get(name):
+            raise ProfileError(f"profile {name} was retired (it raised essential deletions on "
+                               f"the held-out set); use steering: stop")  # fmt: skip
+    if "steering" in raw and "anchor_guard" in raw:
+        raise ProfileError("profile sets both steering and anchor_guard; keep steering")
+    if "anchor_guard" in raw:
+        legacy = str(raw["anchor_guard"])
+        if legacy not in _LEGACY_GUARD:
+            raise ProfileError(f"profile anchor_guard {legacy!r} is not one of off, steer, stop")
+        return _LEGACY_GUARD[legacy]
+    value = str(raw.get("steering", SteeringMode.NONE))
+    modes = ", ".join(m.value for m in SteeringMode)
+    if value not in {m.value for m in SteeringMode}:
+        raise ProfileError(f"profile steering {value!r} is not one of {modes}")
+    return SteeringMode(value)
 
 
 def _count(raw: dict[str, Any], name: str, default: int) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,12 @@ from freelm_pruner_client.anchors import AnchorCommand, Status, resolve_anchor
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.grammar import (
-    anchor_fits,
-    open_suffix,
     parse_commands,
-    suffix_grammar,
 )
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
+from pruner_service.engine.steering import SteeringMode
 from pruner_service.training.data import generate
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE
 
@@ -187,6 +184,29 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "anchor_guard": "on"}))
     with pytest.raises(ProfileError, match=r"anchor_guard 'on' is not one of off, steer, stop"):
         Profile.load(str(tmp_path))
+    (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "steering": "guard"}))
+    with pytest.raises(ProfileError, match=r"steering 'guard' is not one of none, steer, stop"):
+        Profile.load(str(tmp_path))
+    (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "unique_prefix": True}))
+    with pytest.raises(ProfileError, match=r"unique_prefix was retired"):
+        Profile.load(str(tmp_path))
+    both = {"name": "x", "steering": "stop", "anchor_guard": "stop"}
+    (tmp_path / "profile.json").write_text(json.dumps(both))
+    with pytest.raises(ProfileError, match=r"both steering and anchor_guard"):
+        Profile.load(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("setting", "mode"),
+    [({}, "none"), ({"anchor_guard": "off"}, "none"), ({"anchor_guard": "stop"}, "stop"),
+     ({"steering": "steer"}, "steer"), ({"unique_prefix": False}, "none")],
+)  # fmt: skip
+def test_a_profile_names_its_steering_in_one_setting(
+    tmp_path: Path, setting: dict[str, Any], mode: str
+) -> None:
+    (tmp_path / "template.txt").write_text("$question $trace")
+    (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "model": "m", **setting}))
+    assert Profile.load(str(tmp_path)).steering == mode
 
 
 def test_adapter_path_none_serves_the_base_alone(adapter_profile: Path, tmp_path: Path) -> None:
@@ -229,80 +249,6 @@ def test_jump_forward_gives_the_plain_paths_commands_in_fewer_forwards(engine: H
     assert fast_calls < plain_calls
 
 
-def test_a_constrained_suffix_is_decoded_under_the_narrowed_grammar(
-    engine: HFEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rows: list[Any] = []
-    original = engine._row
-    monkeypatch.setattr(engine, "_row", lambda *args: rows.append(original(*args)) or rows[-1])
-    monkeypatch.setattr(engine, "constrain_suffix", True)
-    batch = requests(TRACES)
-    proposals = engine.propose(batch)
-    commands = 0
-    for proposal, row, request in zip(proposals, rows, batch, strict=True):
-        assert not isinstance(proposal, Exception)
-        json.loads(proposal.raw_output)
-        for command in proposal.commands:
-            start = request.trace.find(command.prefix)
-            assert request.trace.find(command.suffix, start) >= 0, command
-        commands += len(proposal.commands)
-        assert row.constrained >= len(proposal.commands)  # every suffix, replayed or not
-    assert commands > 0
-
-
-def test_the_suffix_grammar_only_admits_text_after_the_prefix(engine: HFEngine) -> None:
-    trace = "Alpha one. Beta two. Gamma three. Beta again."
-    head = '[{"prefix": "Gamma", "suffix": "'
-
-    def accepts(rest: str) -> bool:
-        matcher = engine._matcher(suffix_grammar(trace, head, 0, 48))
-        ids = engine.tokenizer(head + rest, add_special_tokens=False)["input_ids"]
-        return bool(matcher.consume_tokens(ids)) and matcher.is_accepting()
-
-    assert accepts('three."}]') and accepts('again."}]')
-    assert not accepts('two."}]') and not accepts('one."}]')
-    assert open_suffix(head) == head and open_suffix(head + 'x"}]') is None
-
-
-def _closing_mask(
-    engine: HFEngine, trace: str, output: str, only: list[int] | None = None
-) -> tuple[Any, Any]:
-    """The row's allowed tokens (all, or ``only`` these) before and after the ambiguous-prefix
-    rule, at ``output``, as ``_choose`` applies it with ``unique_prefix`` on."""
-    row = engine._row(engine._plan(PruneRequest("r", trace, "", PruneOptions())).specs[0])
-    row.generated = engine.tokenizer(output, add_special_tokens=False)["input_ids"]
-    before = torch.ones(len(engine.tokenizer), dtype=torch.uint8).numpy()
-    if only is not None:
-        before[:] = 0
-        before[only] = 1
-    after = before.copy()
-    default, engine.unique_prefix = engine.unique_prefix, True
-    try:
-        prefix = engine._open_prefix(row)
-    finally:
-        engine.unique_prefix = default
-    if prefix:
-        engine._hold_ambiguous_prefix(row, prefix, after)
-    return before, after
-
-
-def test_an_ambiguous_prefix_cannot_close_until_it_is_unique(engine: HFEngine) -> None:
-    quote = engine.tokenizer.convert_tokens_to_ids('"')
-    twice = "Wait, 3 + 4 = 7. Then 7 * 2 = 14. Wait, 14 is right. So 14."
-    before, after = _closing_mask(engine, twice, '[{"prefix": "Wait')
-    assert after[quote] == 0  # "Wait" occurs twice: closing it here is held
-    others = [t for t in range(len(before)) if t not in engine._quote_heads]
-    assert (after[others] == before[others]).all()  # only closing tokens are held
-    unique_close = [t for t, head in engine._quote_heads.items() if head == ", 3"]
-    assert all(after[t] for t in unique_close)  # "Wait, 3" occurs once: it may close
-    _, unique = _closing_mask(engine, twice, '[{"prefix": "Wait, 14')
-    assert unique[quote] == 1
-    _, elsewhere = _closing_mask(engine, twice, '[{"prefix": "Then", "suffix": "Wait')
-    assert elsewhere[quote] == 1  # the rule applies to prefixes only
-    _, cornered = _closing_mask(engine, twice, '[{"prefix": "Wait', only=[quote])
-    assert cornered[quote] == 1  # when only closing is allowed (the anchor limit), it may close
-
-
 @pytest.fixture(scope="module")
 def shipped(cache_dir: Path) -> HFEngine:
     """The default profile's engine, with its Free-Module merged."""
@@ -321,7 +267,7 @@ def _plain_then_changed(
         PruneRequest(r["id"], r["trace"], r["question"], PruneOptions())
         for r in (records[70], records[74], records[118])
     ]
-    monkeypatch.setattr(shipped, "anchor_guard", "off")
+    monkeypatch.setattr(shipped, "steering", SteeringMode.NONE)
     plain = shipped.propose(batch)
     rows: list[Any] = []
     original = shipped._row
@@ -331,41 +277,13 @@ def _plain_then_changed(
     return batch, plain, shipped.propose(batch), rows
 
 
-def test_unique_prefix_decoding_writes_prefixes_that_resolve(
-    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    batch, plain, held, rows = _plain_then_changed(shipped, monkeypatch, unique_prefix=True)
-    before = after = 0
-    for request, first, second in zip(batch, plain, held, strict=True):
-        assert not isinstance(first, Exception) and not isinstance(second, Exception)
-        json.loads(second.raw_output)
-        before += sum(_ambiguous(request.trace, c.prefix) for c in first.commands)
-        limit = shipped.profile.max_anchor_chars
-        after += sum(_extendable(request.trace, c.prefix, limit) for c in second.commands)
-    assert before > 0  # without the rule these traces get ambiguous prefixes
-    assert after == 0  # and with it, only those the grammar could not extend any further
-    assert sum(row.held for row in rows) > 0
-
-
-def _ambiguous(trace: str, prefix: str) -> bool:
-    first = trace.find(prefix)
-    return trace.find(prefix, first + 1) >= 0
-
-
-def _extendable(trace: str, prefix: str, limit: int = 48) -> bool:
-    """Whether ``prefix`` is ambiguous yet the grammar had room to make it longer."""
-    if not _ambiguous(trace, prefix) or len(prefix) >= limit:
-        return False
-    starts = [m.start() for m in re.finditer(f"(?={re.escape(prefix)})", trace)]
-    following = [trace[i + len(prefix)] for i in starts if i + len(prefix) < len(trace)]
-    return any(anchor_fits(ch, 1) for ch in following)
-
-
 @pytest.mark.parametrize("mode", ["steer", "stop"])
 def test_the_anchor_guard_keeps_commands_resolvable(
     shipped: HFEngine, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    batch, plain, guarded, rows = _plain_then_changed(shipped, monkeypatch, anchor_guard=mode)
+    batch, plain, guarded, rows = _plain_then_changed(
+        shipped, monkeypatch, steering=SteeringMode(mode)
+    )
     failing = 0
     for request, first, second in zip(batch, plain, guarded, strict=True):
         assert not isinstance(first, Exception) and not isinstance(second, Exception)
@@ -376,8 +294,9 @@ def test_the_anchor_guard_keeps_commands_resolvable(
         assert not second.truncated
         assert not any(_fails(request.trace, c) for c in second.commands), second.commands
     assert failing > 0  # without the guard these traces get commands that cannot resolve
-    if mode == "steer":
-        assert sum(row.steered for row in rows) > 0
+    if mode == "steer":  # it writes commands the model did not: a replaced token
+        assert [p.commands for p in guarded] != [p.commands for p in plain]
+        assert not any(row.cut for row in rows)
     else:  # stopping only ends lists early: what is left is what the model wrote anyway
         assert any(row.cut for row in rows)
         for first, second in zip(plain, guarded, strict=True):
