@@ -29,7 +29,7 @@ import torch
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import settings_from
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.logging import configure_logging
@@ -100,7 +100,7 @@ def throughput(stub: pb_grpc.PrunerStub, work: list[str], clients: int) -> float
     return len(work) / (time.perf_counter() - started)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -109,7 +109,11 @@ def main() -> None:
     parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
     parser.add_argument("--adapter-path", default="", help="override the profile's (none: base)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_service.json"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     configure_logging("warning", "console")
     settings = settings_from(
         {
@@ -124,11 +128,10 @@ def main() -> None:
     running = build_server(settings, build_service(settings))
     running.server.start()
     running.service.start(background=False)
-    engine = running.service._engine  # the benchmark measures the engine's floor directly
+    engine = running.service.engine  # the benchmark measures the engine's floor directly
     assert engine is not None
     work = traces(engine.tokenizer, 8 * args.requests_per_client, args.tokens)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    stub = pb_grpc.PrunerStub(channel)
+    stub = pb_grpc.PrunerStub(grpc.insecure_channel(f"127.0.0.1:{running.port}"))
     floor = bare_forward_s(engine, work[0])
     latencies = []
     for _ in range(5):

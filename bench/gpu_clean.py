@@ -100,6 +100,50 @@ def floor_s(params: int, param_bytes: int, context: int, batch: int = 1) -> floa
     return 2 * params * context * batch / PEAK_FLOPS + NEW_TOKENS * param_bytes / BANDWIDTH
 
 
+def _one_call(engine: HFEngine, context: int, params: int) -> dict[str, Any]:
+    """One trace of ``context`` tokens: plain generation vs the engine vs the floor."""
+    trace = trace_of(engine.tokenizer, context)
+    plain = plain_generate(engine, [trace])
+    ours, generated = engine_call(engine, [trace])
+    floor = floor_s(params, 2 * params, context)
+    row = {
+        "context": context,
+        "generate_s": round(plain, 3),
+        "engine_s": round(ours, 3),
+        "engine_generated_tokens": generated,
+        "speedup": round(plain / ours, 2),
+        "floor_s": round(floor, 3),
+        "engine_over_floor": round(ours / floor, 2),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _batched_and_grown(engine: HFEngine, contexts: list[int]) -> dict[str, Any]:
+    """Eight traces at once, and one trace grown by 1,024 tokens after its first call."""
+    at = 8192 if 8192 in contexts else contexts[-1]
+    eight = [trace_of(engine.tokenizer, at, seed) for seed in range(8)]
+    plain8 = plain_generate(engine, eight)
+    ours8, _ = engine_call(engine, eight)
+    grown = eight[0] + " " + trace_of(engine.tokenizer, 1024, 99)
+    first, _ = engine_call(engine, [eight[0]])
+    second, _ = engine_call(engine, [grown])
+    return {
+        "concurrent8": {
+            "context": at,
+            "generate_calls_per_s": round(8 / plain8, 2),
+            "engine_calls_per_s": round(8 / ours8, 2),
+            "ratio": round(plain8 / ours8, 2),
+        },
+        "grown_by_1k": {
+            "first_s": round(first, 3),
+            "second_s": round(second, 3),
+            "second_over_first": round(second / first, 2),
+            "prefix_reuse": False,
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokenizer", type=Path, required=True)
@@ -121,44 +165,9 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "setup_s": round(time.perf_counter() - started, 1),
         "params": params,
-        "batch1": [],
     }
-    for context in args.contexts:
-        trace = trace_of(engine.tokenizer, context)
-        plain = plain_generate(engine, [trace])
-        ours, generated = engine_call(engine, [trace])
-        floor = floor_s(params, 2 * params, context)
-        result["batch1"].append(
-            {
-                "context": context,
-                "generate_s": round(plain, 3),
-                "engine_s": round(ours, 3),
-                "engine_generated_tokens": generated,
-                "speedup": round(plain / ours, 2),
-                "floor_s": round(floor, 3),
-                "engine_over_floor": round(ours / floor, 2),
-            }
-        )
-        print(json.dumps(result["batch1"][-1]), flush=True)
-    at = 8192 if 8192 in args.contexts else args.contexts[-1]
-    eight = [trace_of(engine.tokenizer, at, seed) for seed in range(8)]
-    plain8 = plain_generate(engine, eight)
-    ours8, _ = engine_call(engine, eight)
-    result["concurrent8"] = {
-        "context": at,
-        "generate_calls_per_s": round(8 / plain8, 2),
-        "engine_calls_per_s": round(8 / ours8, 2),
-        "ratio": round(plain8 / ours8, 2),
-    }
-    grown = eight[0] + " " + trace_of(engine.tokenizer, 1024, 99)
-    first, _ = engine_call(engine, [eight[0]])
-    second, _ = engine_call(engine, [grown])
-    result["grown_by_1k"] = {
-        "first_s": round(first, 3),
-        "second_s": round(second, 3),
-        "second_over_first": round(second / first, 2),
-        "prefix_reuse": False,
-    }
+    result["batch1"] = [_one_call(engine, context, params) for context in args.contexts]
+    result.update(_batched_and_grown(engine, args.contexts))
     (out_dir / "gpu_clean.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

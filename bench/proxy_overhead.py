@@ -167,7 +167,7 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor()
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -186,6 +186,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.upstream == "canned":
         args.pruned_requests = 0
+    return args
+
+
+def main() -> None:
+    args = _arguments()
     processes: list[subprocess.Popen[str]] = []
     try:
         if args.upstream == "canned":

@@ -138,7 +138,7 @@ def faults(
         print(f"{what} after {len(rows)} answered", file=sys.stderr, flush=True)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -146,17 +146,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="requests in flight")
     parser.add_argument("--attempts", type=int, default=5, help="sends of one request at most")
     parser.add_argument("--out", type=Path, default=Path("bench/results/redis_faults.json"))
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="freelm-faults-"))
+    return parser.parse_args()
+
+
+def _run(
+    args: argparse.Namespace, folder: Path, rows: dict[int, dict[str, Any]],
+    events: list[dict[str, Any]],
+) -> tuple[float, dict[str, int]]:  # fmt: skip
+    """Runs the load with faults injected; (seconds, computations per request id)."""
     redis_server = RedisServer(folder, durable=True)
     redis_server.start()
     url = redis_server.url
-    worker_logs = [folder / f"worker-{i}.log" for i in range(2)]
+    workers = [serve("worker", url, folder / f"worker-{i}.log") for i in range(2)]
     front_logs = [folder / f"frontend-{i}.log" for i in range(2)]
-    workers = [serve("worker", url, log) for log in worker_logs]
     frontends = [serve("frontend", url, log) for log in front_logs]
-    rows: dict[int, dict[str, Any]] = {}
-    events: list[dict[str, Any]] = []
     try:
         addresses = [address_of(log) for log in front_logs]
         for address in addresses:
@@ -174,12 +177,8 @@ def main() -> None:
         ):
             list(pool.map(lambda n: send(client, n, args.attempts, rows), range(args.requests)))
         seconds = time.perf_counter() - started
-        computations = {
-            k.decode(): int(v)
-            for k, v in redis.Redis(port=redis_server.port)
-            .hgetall(f"{NAMESPACE}:computations")
-            .items()
-        }
+        stored = redis.Redis(port=redis_server.port).hgetall(f"{NAMESPACE}:computations")
+        return seconds, {k.decode(): int(v) for k, v in stored.items()}
     finally:
         for process in [*workers, *frontends]:
             if process.poll() is None:
@@ -187,8 +186,18 @@ def main() -> None:
         for process in [*workers, *frontends]:
             process.wait(60)
         redis_server.stop()
-    lost_with_worker = died_computing(worker_logs[0])
-    reclaimed = {rid for e in _events(worker_logs[1], "reclaimed") for rid in e["request_ids"]}
+
+
+def main() -> None:
+    args = _arguments()
+    folder = Path(tempfile.mkdtemp(prefix="freelm-faults-"))
+    rows: dict[int, dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    seconds, computations = _run(args, folder, rows, events)
+    lost_with_worker = died_computing(folder / "worker-0.log")
+    reclaimed = {
+        rid for e in _events(folder / "worker-1.log", "reclaimed") for rid in e["request_ids"]
+    }
     twice = sorted(rid for rid, count in computations.items() if count > 1)
     result = {
         "command": " ".join(["bench/redis_faults.py", *sys.argv[1:]]),

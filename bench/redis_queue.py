@@ -33,7 +33,7 @@ from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import settings_from
 from pruner_service.domain import PruneRequest
 from pruner_service.engine.base import EngineInfo, Proposal

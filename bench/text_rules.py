@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from freelm_pruner_client.anchors import prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 from freelm_pruner_client.options import PruneOptions
 from freelm_pruner_client.segments import Segmentation
 

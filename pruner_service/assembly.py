@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import structlog
 
+from pruner_service.compute import BatchRunner
 from pruner_service.config import Settings
 from pruner_service.domain import Limits
 from pruner_service.engine.base import Engine
 from pruner_service.engine.profile import Profile, describe
 from pruner_service.metrics import Metrics
-from pruner_service.queue.base import ClosedQueue
-from pruner_service.service import Consumer, PrunerService
-from pruner_service.worker import Worker
+from pruner_service.queue.base import ClosedQueue, Consumer
+from pruner_service.service import PrunerService
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +78,8 @@ def _redis_service(
     from redis.retry import Retry
 
     from pruner_service.queue.keys import RedisKeys
+    from pruner_service.queue.redis_consumer import RedisConsumer
     from pruner_service.queue.redis_frontend import RedisFrontend
-    from pruner_service.queue.redis_worker import RedisWorkerLoop
 
     client = redis.Redis.from_url(
         settings.redis,
@@ -92,8 +92,8 @@ def _redis_service(
     info = describe(profile)
     computes = settings.role in ("all", "worker")
 
-    def consumer(worker: Worker) -> Consumer:
-        return RedisWorkerLoop(client, keys, settings, limits, worker, metrics)
+    def consumer(runner: BatchRunner) -> Consumer:
+        return RedisConsumer(client, keys, settings, limits, runner, metrics)
 
     queue = (
         RedisFrontend(client, keys, info, settings.max_queue, metrics)
@@ -106,7 +106,7 @@ def _redis_service(
         settings,
         make_engine if computes else None,
         limits,
-        job_queue=queue,
+        admission=queue,
         consumer_factory=consumer,
         info=info,
     )

@@ -38,6 +38,8 @@ from typing import Any
 import grpc
 import structlog
 
+from pruner_service.interceptors import Streaming, Unary, wrap_handler
+
 log = structlog.get_logger(__name__)
 
 MIN_TOKEN_CHARS = 16
@@ -247,10 +249,8 @@ def _as_caller(handler: Any, caller: str, limit: CallLimit | None) -> Any:
         if limit is not None:
             limit.leave(caller)
 
-    if handler.unary_unary:
-        inner = handler.unary_unary
-
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(inner: Unary) -> Unary:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
             admit(context)
             token = CALLER.set(caller)
             try:
@@ -259,15 +259,10 @@ def _as_caller(handler: Any, caller: str, limit: CallLimit | None) -> Any:
                 CALLER.reset(token)
                 leave()
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream:
-        stream = handler.stream_stream
+        return run
 
-        def streamed(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def streaming(stream: Streaming) -> Streaming:
+        def run(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             admit(context)
             try:
                 CALLER.set(caller)  # the handler thread's context, read where the stream starts
@@ -276,12 +271,9 @@ def _as_caller(handler: Any, caller: str, limit: CallLimit | None) -> Any:
                 CALLER.set("")  # the thread serves other calls next
                 leave()
 
-        return grpc.stream_stream_rpc_method_handler(
-            streamed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+        return run
+
+    return wrap_handler(handler, unary, streaming)
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:

@@ -1,31 +1,30 @@
-"""The worker: runs batches of jobs through the engine and the resolver and settles each job.
+"""Computing results: batches of jobs through the engine and the resolver, each job settled.
 
 One batch is one engine call. If the batched call fails as a whole, each item is retried alone,
-so one poison item fails only itself. The worker knows the engine interface and the anchor
-semantics, not where jobs come from.
+so one poison item fails only itself. ``BatchRunner`` knows the engine interface and the anchor
+semantics, not where jobs come from (a consumer in ``queue`` brings them).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 
 import structlog
 from freelm_pruner_client.anchors import PruneOutcome, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 from pruner_service.domain import PruneRequest, PruneResult, Timing, Usage
 from pruner_service.engine.base import Engine, Proposal
 from pruner_service.errors import Internal, PrunerError
-from pruner_service.queue.base import Job, JobQueue
+from pruner_service.job import Job
 
 log = structlog.get_logger(__name__)
 
 _NO_MODEL = Proposal((), "[]", 0, 0, windows=0)
 
 
-class Worker:
+class BatchRunner:
     """Turns batches of jobs into results."""
 
     def __init__(self, engine: Engine) -> None:
@@ -41,13 +40,13 @@ class Worker:
         compute_ms = (time.time() - started) * 1000.0
         for job, proposal in zip(live, proposals, strict=True):
             if isinstance(proposal, Exception):
-                job.fail(_as_pruner_error(proposal))
+                job.fail(as_pruner_error(proposal))
                 continue
             try:
                 job.finish(self._result(job, proposal, compute_ms, len(live)))
             except Exception as exc:  # one item's failure must not fail its neighbours
                 log.exception("item_failed", request_id=job.request.request_id)
-                job.fail(_as_pruner_error(exc))
+                job.fail(as_pruner_error(exc))
 
     def _propose(self, requests: list[PruneRequest]) -> list[Proposal | Exception]:
         wanted = [r for r in requests if r.options.max_commands > 0]
@@ -101,7 +100,6 @@ class Worker:
             ),
             model_id=self.engine.info.model_id,
             adapter_id=self.engine.info.adapter_id,
-            return_pruned_trace=request.options.return_pruned_trace,
             output_truncated=proposal.truncated,
         )
 
@@ -118,37 +116,7 @@ def resolve(request: PruneRequest, proposal: Proposal) -> PruneOutcome:
     )
 
 
-def _as_pruner_error(error: BaseException) -> PrunerError:
+def as_pruner_error(error: BaseException) -> PrunerError:
     if isinstance(error, PrunerError):
         return error
     return Internal(f"the engine failed on this request: {type(error).__name__}: {error}")
-
-
-class BatchLoop:
-    """A thread that takes batches from a queue and runs them on a worker until stopped."""
-
-    def __init__(self, queue: JobQueue, worker: Worker) -> None:
-        self.queue = queue
-        self.worker = worker
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="batch-loop", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            jobs = self.queue.take_batch(timeout=0.2)
-            if not jobs:
-                continue
-            try:
-                self.worker.run_batch(jobs)
-            except Exception as exc:
-                log.exception("batch_loop_error")
-                for job in jobs:
-                    if not job.future.done():
-                        job.fail(_as_pruner_error(exc))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

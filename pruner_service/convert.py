@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm_pruner_client.anchors import (
     ByteSpan,
@@ -59,6 +61,15 @@ def options_from_proto(message: pb.PruneOptions, limits: Limits) -> PruneOptions
     )
 
 
+def request_from_queue(message: pb.PruneRequest) -> PruneRequest:
+    """The domain request of a queued job, read as it is: the frontend that admitted it validated
+    it (``request_from_proto``) and set every option (``request_to_proto``), so a worker neither
+    validates it again nor applies its own defaults or limits."""
+    options = message.options
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(PruneOptions)}
+    return PruneRequest(message.request_id, message.trace, message.question, PruneOptions(**values))
+
+
 def request_from_proto(message: pb.PruneRequest, limits: Limits) -> PruneRequest:
     """A validated domain request; raises ``InvalidArgument`` naming the problem."""
     return validate_request(
@@ -108,13 +119,15 @@ def cancellation_to_proto(cancellation: Cancellation) -> pb.Cancellation:
     )
 
 
-def result_to_proto(result: PruneResult) -> pb.PruneResponse:
+def result_to_proto(result: PruneResult, return_pruned_trace: bool = True) -> pb.PruneResponse:
+    """The reply to a request; ``return_pruned_trace``: the request's option (the reply is the
+    one place it applies; results are computed, stored and cached with the pruned trace)."""
     usage, timing = result.usage, result.timing
     return pb.PruneResponse(
         request_id=result.request_id,
         commands=[command_to_proto(c) for c in result.outcome.commands],
         deletions=[deletion_to_proto(d) for d in result.outcome.deletions],
-        pruned_trace=result.outcome.pruned_trace if result.return_pruned_trace else "",
+        pruned_trace=result.outcome.pruned_trace if return_pruned_trace else "",
         usage=pb.Usage(
             trace_tokens=usage.trace_tokens,
             kept_tokens=usage.kept_tokens,
@@ -146,10 +159,11 @@ def error_to_proto(error: PrunerError) -> pb.ItemError:
 
 
 def stream_item_to_proto(
-    request_id: str, item: PruneResult | PrunerError
+    request_id: str, item: PruneResult | PrunerError, return_pruned_trace: bool = True
 ) -> pb.PruneStreamResponse:
     if isinstance(item, PruneResult):
-        return pb.PruneStreamResponse(request_id=request_id, response=result_to_proto(item))
+        response = result_to_proto(item, return_pruned_trace)
+        return pb.PruneStreamResponse(request_id=request_id, response=response)
     return pb.PruneStreamResponse(request_id=request_id, error=error_to_proto(item))
 
 
@@ -218,9 +232,9 @@ def cancellation_from_proto(message: pb.Cancellation) -> Cancellation:
     )
 
 
-def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = True) -> PruneResult:
+def result_from_proto(message: pb.PruneResponse) -> PruneResult:
     """The domain result of a reply computed elsewhere (a queue worker, which always stores the
-    pruned trace); ``return_pruned_trace`` is the asking request's option."""
+    pruned trace)."""
     deletions = tuple(
         Deletion(d.start, d.end, d.byte_start, d.byte_end, Source(pb.DeletionSource.Name(d.source)))
         for d in message.deletions
@@ -250,6 +264,5 @@ def result_from_proto(message: pb.PruneResponse, return_pruned_trace: bool = Tru
         timing=Timing(t.queue_ms, t.compute_ms, t.batch_size, t.total_ms),
         model_id=message.model_id,
         adapter_id=message.adapter_id,
-        return_pruned_trace=return_pruned_trace,
         output_truncated=message.output_truncated,
     )

@@ -83,7 +83,6 @@ class PruneResult:
     timing: Timing
     model_id: str
     adapter_id: str
-    return_pruned_trace: bool = True
     output_truncated: bool = False
 
 

@@ -1,7 +1,8 @@
 """Domain errors and the one table that maps them to gRPC status codes.
 
-The service raises these; one interceptor (``server.ErrorInterceptor``) turns them into statuses,
-and the streaming RPC uses the same table for its per-item errors. Anything else is INTERNAL.
+The service raises these; one interceptor (``interceptors.ErrorInterceptor``) turns them into
+statuses, and the streaming RPC uses the same table for its per-item errors. Anything else is
+INTERNAL.
 """
 
 from __future__ import annotations

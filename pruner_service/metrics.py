@@ -15,7 +15,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "freelm_requests", "Requests answered, by status code", ["status"], registry=r
+            "freelm_requests",
+            "Calls of the Pruner service answered, by method and status code (a PruneStream "
+            "call counts once)",
+            ["method", "status"],
+            registry=r,
         )
         self.queue_depth = Gauge("freelm_queue_depth", "Jobs waiting in the queue", registry=r)
         self.queue_wait = Histogram(

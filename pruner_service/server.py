@@ -1,4 +1,4 @@
-"""Building and running the gRPC server: servicer, health, reflection, error mapping, shutdown.
+"""Building and running the gRPC server: servicer, health, reflection, interceptors, shutdown.
 
 ``build_server`` wires a service into a server bound to a port (0 picks a free one) and returns
 it unstarted, so tests run the real server in-process. ``serve`` is the process entry point:
@@ -11,11 +11,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import structlog
@@ -25,95 +23,15 @@ from grpc_reflection.v1alpha import reflection
 
 from pruner_service.auth import AuthInterceptor, TokenFile
 from pruner_service.config import Settings
-from pruner_service.domain import new_request_id
-from pruner_service.errors import PrunerError, status_of
+from pruner_service.interceptors import interceptors as own_interceptors
 from pruner_service.metrics import Metrics
 from pruner_service.service import PrunerService
 from pruner_service.servicer import PrunerServicer
-from pruner_service.wire import add_pruner_servicer, decoded
+from pruner_service.wire import add_pruner_servicer
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Pruner"].full_name
-
-
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status codes (``errors.STATUS_CODES``); others are INTERNAL. A
-    unary request that did not decode (``wire.Undecodable``) is its ``InvalidArgument``.
-    Counts answered ``Prune`` calls by status when given metrics."""
-
-    def __init__(self, metrics: Metrics | None = None) -> None:
-        self.metrics = metrics
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method = details.method.rsplit("/", 1)[-1]
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary, method, self.metrics),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _guard_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
-def _abort(context: grpc.ServicerContext, method: str, error: BaseException) -> None:
-    code, message = status_of(error)
-    if isinstance(error, PrunerError):
-        log.info("rpc_error", method=method, code=code.name, message=message)
-    else:
-        log.error("rpc_internal_error", method=method, exc_info=error)
-    context.abort(code, message)
-
-
-def _guard_unary(
-    behaviour: Callable[..., Any], method: str, metrics: Metrics | None
-) -> Callable[..., Any]:
-    def count(status: str) -> None:
-        if metrics is not None and method == "Prune":
-            metrics.requests.labels(status).inc()
-
-    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-        if hasattr(request, "request_id") and not request.request_id:
-            request.request_id = new_request_id()
-        with structlog.contextvars.bound_contextvars(
-            request_id=getattr(request, "request_id", None)
-        ):
-            try:
-                reply = behaviour(decoded(request), context)
-            except Exception as exc:
-                if _is_abort(context):
-                    raise
-                count(status_of(exc)[0].name)
-                _abort(context, method, exc)
-            count("OK")
-            return reply
-
-    return guarded
-
-
-def _guard_stream(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
-    def guarded(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from behaviour(requests, context)
-        except Exception as exc:
-            if _is_abort(context):
-                raise
-            _abort(context, method, exc)
-
-    return guarded
-
-
-def _is_abort(context: grpc.ServicerContext) -> bool:
-    return context.code() is not None
 
 
 @dataclass
@@ -152,7 +70,7 @@ def build_server(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
-        interceptors=[*interceptors, ErrorInterceptor(metrics)],
+        interceptors=[*interceptors, *own_interceptors(metrics)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -235,12 +153,13 @@ def serve(settings: Settings, service: PrunerService, metrics: Metrics | None = 
     log.info("listening", address=address, profile=settings.profile, role=settings.role)
     print(_how_to_call(address, tls=bool(settings.tls_cert_file)), flush=True)
     stop = _stop_event()
+    service.lifecycle.on_failure(stop.set)
     service.start()
-    while not stop.wait(0.5):
-        if service.failure:
-            log.error("not_serving", reason=service.failure)
-            running.stop(grace=0)
-            return 1
+    stop.wait()
+    if service.failure:
+        log.error("not_serving", reason=service.failure)
+        running.stop(grace=0)
+        return 1
     log.info("stopping", grace_s=settings.grace_s)
     running.stop(settings.grace_s)
     return 0
@@ -249,12 +168,13 @@ def serve(settings: Settings, service: PrunerService, metrics: Metrics | None = 
 def _serve_worker(settings: Settings, service: PrunerService) -> int:
     """A worker process: no gRPC port; computes from the shared queue until signalled."""
     stop = _stop_event()
+    service.lifecycle.on_failure(stop.set)
     print(f"FreeLM Pruner worker on {settings.redis} (namespace {settings.namespace})", flush=True)
     service.start()
-    while not stop.wait(0.5):
-        if service.failure:
-            log.error("not_serving", reason=service.failure)
-            return 1
+    stop.wait()
+    if service.failure:
+        log.error("not_serving", reason=service.failure)
+        return 1
     log.info("stopping", grace_s=settings.grace_s)
     service.shutdown(settings.grace_s)
     return 0

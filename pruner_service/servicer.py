@@ -1,6 +1,7 @@
 """The gRPC servicer: each RPC converts proto → domain, calls the service once, converts back.
 
-Errors are raised as domain exceptions and mapped to status codes by ``server.ErrorInterceptor``.
+Errors are raised as domain exceptions and mapped to status codes by
+``interceptors.ErrorInterceptor``; every request arrives with an id (``LogContextInterceptor``).
 A stream item whose bytes did not decode (``wire.Undecodable``) is answered with its error, as an
 item that fails validation is.
 """
@@ -18,7 +19,7 @@ from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
 from pruner_service import convert
 from pruner_service.auth import CALLER
-from pruner_service.domain import PruneRequest, PruneResult, new_request_id
+from pruner_service.domain import PruneRequest, PruneResult
 from pruner_service.errors import PrunerError
 from pruner_service.service import PrunerService, Rejected
 from pruner_service.wire import Undecodable, decoded
@@ -40,7 +41,7 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
         context.add_callback(job.future.cancel)
         result = self.service.wait(job)
         _log_result(result)
-        return convert.result_to_proto(result)
+        return convert.result_to_proto(result, domain.options.return_pruned_trace)
 
     def PruneStream(
         self,
@@ -51,12 +52,15 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
         call_deadline = None if remaining is None else time.time() + remaining
         caller = CALLER.get()  # read here, in the call's thread: items may be read in another
         items = (self._stream_item(message, caller) for message in request_iterator)
-        for request_id, item in self.service.prune_stream(items, call_deadline):
-            if isinstance(item, PrunerError):
-                log.info("prune", request_id=request_id, outcome=type(item).__name__)
+        for answer in self.service.prune_stream(items, call_deadline):
+            if isinstance(answer.outcome, PrunerError):
+                log.info("prune", request_id=answer.request_id,
+                         outcome=type(answer.outcome).__name__)  # fmt: skip
             else:
-                _log_result(item)
-            yield convert.stream_item_to_proto(request_id, item)
+                _log_result(answer.outcome)
+            yield convert.stream_item_to_proto(
+                answer.request_id, answer.outcome, answer.return_pruned_trace
+            )
 
     def _stream_item(
         self, message: pb.PruneRequest | Undecodable, caller: str
@@ -65,7 +69,7 @@ class PrunerServicer(pb_grpc.PrunerServicer):  # type: ignore[misc]
             request = convert.request_from_proto(decoded(message), self.service.limits)
             return dataclasses.replace(request, caller=caller)
         except PrunerError as exc:
-            return Rejected(message.request_id or new_request_id(), exc)
+            return Rejected(message.request_id, exc)
 
     def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext

@@ -4,7 +4,7 @@ that turn bytes which are not a valid message into ``Undecodable``.
 gRPC answers a deserializer's exception with ``INTERNAL: Exception deserializing request!``, yet
 a request with invalid UTF-8 in a string field (a client in a language whose strings are bytes
 can send one) or with bytes that are not protobuf is the caller's mistake. ``Undecodable`` holds
-an ``InvalidArgument`` naming the problem: ``server.ErrorInterceptor`` raises it for a unary
+an ``InvalidArgument`` naming the problem: ``interceptors.ErrorInterceptor`` raises it for a unary
 call, and the servicer answers a stream item with it as an error item, so the mapping to a
 status stays in ``errors.STATUS_CODES``.
 """

@@ -123,7 +123,7 @@ def wait_for_health(channel: grpc.Channel, timeout: float = 120.0) -> list[int]:
 def running_server(settings: Settings, grace: float = 5) -> Iterator[str]:
     """Serves ``settings`` on a real server in this process until the generator is closed;
     yields its address once health says SERVING (for module- or session-scoped fixtures)."""
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
     from pruner_service.server import build_server
 
     running = build_server(settings, build_service(settings))
@@ -140,7 +140,7 @@ def running_server(settings: Settings, grace: float = 5) -> Iterator[str]:
 def server(test_settings: Settings) -> Iterator[tuple[str, list[int]]]:
     """A real server on a free port serving the real model; yields its address and the health
     statuses seen while it started."""
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
     from pruner_service.server import build_server
 
     running = build_server(test_settings, build_service(test_settings))

@@ -1,4 +1,4 @@
-"""The anchor guard: keeps decoding on commands that can resolve (the profile's ``anchor_guard``).
+"""The anchor guard: judges whether a command being written can resolve (``steering`` acts on it).
 
 The grammar makes every anchor a substring of the trace, but a substring can still fail the
 resolver: a prefix that occurs more than once (rule 2), most often a sentence of a verbatim loop,
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
-from freelm_pruner_client.loops import loop_runs
+from freelm_pruner_client.loop_collapser import loop_runs
 from freelm_pruner_client.segments import has_paragraph_break, sentences
 
 from pruner_service.engine.grammar import Writing, writable_head

@@ -1,6 +1,8 @@
 """Loading a profile's model: base weights, the Free-Module merged with ``merge_and_unload``.
 
-Knows nothing about prompts or decoding; returns the model and tokenizer ready for inference.
+The one place weights are loaded from a profile: ``load_base`` for serving and for training,
+``load_model`` (the base with its adapter merged, on its device, in eval mode) for serving.
+Knows nothing about prompts or decoding.
 """
 
 from __future__ import annotations
@@ -50,18 +52,27 @@ def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
     return path
 
 
-def load_model(profile: Profile, cache_dir: Path, device_name: str = "auto") -> LoadedModel:
-    """Loads the profile's base model and tokenizer, and merges its adapter."""
+def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, Any]:
+    """The profile's base model (no adapter; in ``dtype``, default the profile's) and its
+    tokenizer, from the model folder (``resolve_model_path``). Raises ``ProfileError`` when the
+    profile names no model or its folder is missing."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(profile, cache_dir)
-    dtype = getattr(torch, profile.dtype)
-    device = pick_device(device_name)
     kwargs: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
     if profile.gguf_file:
         kwargs["gguf_file"] = profile.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    model_dtype = getattr(torch, dtype or profile.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype, **kwargs)
+    return model, tokenizer
+
+
+def load_model(profile: Profile, cache_dir: Path, device_name: str = "auto") -> LoadedModel:
+    """Loads the profile's base model and tokenizer (``load_base``), and merges its adapter."""
+    dtype = getattr(torch, profile.dtype)
+    device = pick_device(device_name)
+    model, tokenizer = load_base(profile, cache_dir)
     adapter = None
     if profile.adapter is not None:
         adapter = AdapterConfig.load(profile.adapter)

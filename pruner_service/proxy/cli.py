@@ -29,24 +29,7 @@ def add_command(commands: Any) -> None:
         "--upstream", required=True, help="the model server's URL, e.g. http://127.0.0.1:8000/v1"
     )
     proxy.add_argument("--pruner", required=True, help="HOST:PORT of the pruning service (gRPC)")
-    proxy.add_argument(
-        "--pruner-tls-ca", default=None, help="PEM CA bundle: reach the pruning service over TLS"
-    )
-    proxy.add_argument(
-        "--pruner-tls-client-cert",
-        default=None,
-        help="PEM client certificate for the pruning service (mutual TLS; with "
-        "--pruner-tls-client-key)",
-    )
-    proxy.add_argument(
-        "--pruner-tls-client-key", default=None, help="PEM key of --pruner-tls-client-cert"
-    )
-    proxy.add_argument(
-        "--pruner-token-file",
-        default=None,
-        help="file whose first line is the bearer token for the pruning service (default: the "
-        "file named by $FREELM_PRUNER_TOKEN_FILE, if set)",
-    )
+    _add_pruner_security_flags(proxy)
     proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     proxy.add_argument(
         "--port", type=int, default=8080, help="port to bind (0: any free port; default 8080)"
@@ -68,6 +51,28 @@ def add_command(commands: Any) -> None:
     )
     _add_reasoning_flags(proxy)
     _add_limit_flags(proxy)
+
+
+def _add_pruner_security_flags(proxy: argparse.ArgumentParser) -> None:
+    """TLS, client certificate and token of the proxy's calls to the pruning service."""
+    proxy.add_argument(
+        "--pruner-tls-ca", default=None, help="PEM CA bundle: reach the pruning service over TLS"
+    )
+    proxy.add_argument(
+        "--pruner-tls-client-cert",
+        default=None,
+        help="PEM client certificate for the pruning service (mutual TLS; with "
+        "--pruner-tls-client-key)",
+    )
+    proxy.add_argument(
+        "--pruner-tls-client-key", default=None, help="PEM key of --pruner-tls-client-cert"
+    )
+    proxy.add_argument(
+        "--pruner-token-file",
+        default=None,
+        help="file whose first line is the bearer token for the pruning service (default: the "
+        "file named by $FREELM_PRUNER_TOKEN_FILE, if set)",
+    )
 
 
 def _add_reasoning_flags(proxy: argparse.ArgumentParser) -> None:
@@ -98,6 +103,7 @@ def _add_reasoning_flags(proxy: argparse.ArgumentParser) -> None:
 
 
 def _add_limit_flags(proxy: argparse.ArgumentParser) -> None:
+    """Time and size limits, and the options of the pruner calls."""
     group = proxy.add_argument_group("limits and pruning options")
     group.add_argument(
         "--prune-timeout-s",
@@ -118,6 +124,11 @@ def _add_limit_flags(proxy: argparse.ArgumentParser) -> None:
         default=8192,
         help="token budget of a request that sets no max_tokens (default 8192)",
     )
+    _add_pruning_options(group)
+
+
+def _add_pruning_options(group: Any) -> None:
+    """The request options of the proxy's pruner calls."""
     group.add_argument(
         "--frozen-prefix-chars",
         type=int,

@@ -1,4 +1,5 @@
-"""The in-process queue of the embedded mode: a bounded deque with batch assembly."""
+"""The embedded mode's queue: a bounded deque with batch assembly, and the consumer that takes
+its batches to a batch runner in a thread."""
 
 from __future__ import annotations
 
@@ -6,12 +7,20 @@ import threading
 import time
 from collections import deque
 
+import structlog
+
+from pruner_service.compute import BatchRunner, as_pruner_error
 from pruner_service.errors import QueueFull, Unavailable
-from pruner_service.queue.base import Job
+from pruner_service.job import Job
+from pruner_service.queue.base import BatchSource
+
+log = structlog.get_logger(__name__)
 
 
 class MemoryQueue:
-    """A ``JobQueue`` inside one process."""
+    """An ``Admission`` and ``BatchSource`` inside one process; always ready."""
+
+    readiness_changes = False
 
     def __init__(self, max_queue: int, max_batch: int, max_wait_ms: float) -> None:
         self.max_queue = max_queue
@@ -46,7 +55,43 @@ class MemoryQueue:
         with self._ready:
             return len(self._jobs)
 
+    def readiness(self) -> str | None:
+        return None
+
     def close(self) -> None:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+    def stop(self) -> None:
+        pass
+
+
+class InProcessConsumer:
+    """A ``Consumer``: a thread that takes batches from ``source`` and runs them until stopped."""
+
+    def __init__(self, source: BatchSource, runner: BatchRunner) -> None:
+        self.source = source
+        self.runner = runner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            jobs = self.source.take_batch(timeout=0.2)
+            if not jobs:
+                continue
+            try:
+                self.runner.run_batch(jobs)
+            except Exception as exc:
+                log.exception("batch_loop_error")
+                for job in jobs:
+                    if not job.future.done():
+                        job.fail(as_pruner_error(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

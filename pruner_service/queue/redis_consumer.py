@@ -1,10 +1,10 @@
-"""The worker side of the Redis queue: take batches from the stream, compute, publish, then ack.
+"""The consumer side of the Redis queue: take batches from the stream, compute, publish, then ack.
 
 Each loop: reclaim the jobs of workers that stopped (``XAUTOCLAIM`` past ``claim_idle_ms``), then
 read up to ``max_batch`` new jobs (waiting ``max_wait_ms`` for a batch to fill) and run them as
-one engine batch through ``Worker``. A job already answered (a redelivery: the same request id and
-content) or in the result cache is answered without compute; an expired one is answered
-``DEADLINE_EXCEEDED`` without compute. Results are stored and announced before the entry is
+one engine batch through ``compute.BatchRunner``. A job already answered (a redelivery: the same
+request id and content) or in the result cache is answered without compute; an expired one is
+answered ``DEADLINE_EXCEEDED`` without compute. Results are stored and announced before the entry is
 acknowledged, so a crash in between means a redelivery answered from the store, never a lost
 request. An engine failure leaves the job pending
 for another try; past ``max_deliveries`` it goes to the dead-letter stream and its caller gets an
@@ -33,14 +33,14 @@ from typing import Any
 import redis
 import structlog
 
+from pruner_service.compute import BatchRunner
 from pruner_service.config import Settings
 from pruner_service.domain import Limits
 from pruner_service.errors import Internal, PrunerError
+from pruner_service.job import Job
 from pruner_service.metrics import Metrics
-from pruner_service.queue.base import Job
-from pruner_service.queue.codec import cached_response, decode_job, encode_result
+from pruner_service.queue.codec import cached_result, decode_job, encode_result
 from pruner_service.queue.keys import RedisKeys, job_ticket
-from pruner_service.worker import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -79,8 +79,9 @@ class _Entry:
         return job_ticket(self.job.request.request_id, self.content_hash, self.job.request.caller)
 
 
-class RedisWorkerLoop:
-    """A thread that serves the stream's jobs with one ``Worker``."""
+class RedisConsumer:
+    """A ``Consumer``: a thread that serves the stream's jobs with one ``BatchRunner`` (the
+    process is a worker in the Redis sense: one consumer of the stream's group)."""
 
     def __init__(
         self,
@@ -88,14 +89,14 @@ class RedisWorkerLoop:
         keys: RedisKeys,
         settings: Settings,
         limits: Limits,
-        worker: Worker,
+        runner: BatchRunner,
         metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.settings = settings
         self.limits = limits
-        self.worker = worker
+        self.runner = runner
         self.metrics = metrics
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
@@ -236,8 +237,8 @@ class RedisWorkerLoop:
         entries = []
         for (entry_id, fields), deliveries in zip(raw, counts, strict=True):
             try:
-                job, message = decode_job(fields[b"job"], self.limits)
-            except (KeyError, ValueError, PrunerError) as exc:
+                job, message = decode_job(fields[b"job"])
+            except (KeyError, ValueError) as exc:
                 log.error("undecodable_job", entry=entry_id.decode(), error=str(exc))
                 reason = str(exc).encode()
                 self.client.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
@@ -261,7 +262,7 @@ class RedisWorkerLoop:
         log.info("computing", request_ids=[e.job.request.request_id for e in todo],
                  deliveries=[e.deliveries for e in todo])  # fmt: skip
         with self._holding(todo):
-            self.worker.run_batch([e.job for e in todo])
+            self.runner.run_batch([e.job for e in todo])
         if self.metrics:
             self.metrics.compute.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(todo))
@@ -292,8 +293,8 @@ class RedisWorkerLoop:
                 if self.metrics:
                     self.metrics.cache_hits.inc()
                 queue_ms = (time.time() - entry.job.enqueued_at) * 1000.0
-                result = cached_response(bytes(cached), entry.job.request, queue_ms)
-                self._publish(pipe, entry, encode_result(result), cache=False)
+                data = cached_result(bytes(cached), entry.job.request.request_id, queue_ms)
+                self._publish(pipe, entry, data, cache=False)
             else:
                 todo.append(entry)
         pipe.execute()

@@ -26,8 +26,8 @@ import structlog
 
 from pruner_service.engine.base import EngineInfo
 from pruner_service.errors import QueueFull, Unavailable
+from pruner_service.job import Job
 from pruner_service.metrics import Metrics
-from pruner_service.queue.base import Job
 from pruner_service.queue.codec import cached_response, content_hash, decode_result, encode_job
 from pruner_service.queue.keys import RedisKeys, job_ticket
 
@@ -53,7 +53,10 @@ return false
 
 
 class RedisFrontend:
-    """Admission onto a Redis stream shared by many frontends and workers."""
+    """An ``Admission`` onto a Redis stream shared by many frontends and workers; ready while
+    Redis answers and a worker is alive."""
+
+    readiness_changes = True
 
     def __init__(
         self,
@@ -119,7 +122,8 @@ class RedisFrontend:
         if self.metrics:
             self.metrics.cache_hits.inc()
         if job.future.set_running_or_notify_cancel():
-            job.finish(cached_response(cached, request, (time.time() - job.enqueued_at) * 1e3))
+            queue_ms = (time.time() - job.enqueued_at) * 1e3
+            job.finish(cached_response(cached, request.request_id, queue_ms))
         return True
 
     def _on_done(self, ticket: str, job: Job, _: object = None) -> None:
@@ -144,10 +148,6 @@ class RedisFrontend:
         self._stop.set()
         self._listener.join(timeout=5)
 
-    def take_batch(self, timeout: float) -> list[Job]:
-        """Frontends do not compute: batches are taken by ``RedisWorkerLoop`` in workers."""
-        raise NotImplementedError("a Redis frontend hands jobs to workers through Redis")
-
     def readiness(self) -> str | None:
         """None when Redis answers and a worker is alive; otherwise why not."""
         try:
@@ -171,7 +171,7 @@ class RedisFrontend:
     def _settle_one(self, job: Job, data: bytes) -> None:
         if not job.future.set_running_or_notify_cancel():
             return
-        outcome = decode_result(data, job.request.options.return_pruned_trace)
+        outcome = decode_result(data)
         if isinstance(outcome, Exception):
             job.fail(outcome)
         else:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from freelm_pruner_client.anchors import prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 from freelm_pruner_client.segments import sentences
 
 from pruner_service.domain import PruneOptions

@@ -23,7 +23,7 @@ def local_runner(
 ) -> Iterator[PruneMany]:
     """A runner over an in-process service (the profile's engine, loaded once); ``options`` are
     ``PruneOptions`` fields sent with every request."""
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
 
     service = build_service(settings)
     service.start(background=False)
@@ -40,7 +40,8 @@ def local_runner(
         results: Results = {}
         label = "service" if collapse else "model only"
         stream = service.prune_stream(iter(requests), time.time() + 3600)
-        for request_id, item in tqdm(stream, total=len(requests), desc=label, unit="trace"):
+        for answer in tqdm(stream, total=len(requests), desc=label, unit="trace"):
+            request_id, item = answer.request_id, answer.outcome
             if not isinstance(item, PruneResult):
                 raise RuntimeError(f"record {request_id}: {item}")
             results[request_id] = Pruned(

@@ -105,27 +105,11 @@ def train(
 ) -> list[float]:
     """Trains a LoRA on ``model`` (resuming from ``output`` if it holds checkpoints); returns the
     loss of every step of this run and saves the adapter to ``output``."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
     if not examples:
         raise ValueError("no training examples (all longer than max_tokens?)")
     torch.manual_seed(config.seed)
     checkpoint = _latest_checkpoint(output)
-    if checkpoint is not None or config.init_adapter:
-        source = checkpoint if checkpoint is not None else Path(config.init_adapter)
-        model = PeftModel.from_pretrained(model, source, is_trainable=True)
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()  # a float16 adapter trains in float32
-    else:
-        lora = LoraConfig(
-            r=config.rank,
-            lora_alpha=config.alpha,
-            lora_dropout=config.dropout,
-            target_modules=TARGET_MODULES,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+    model = _with_lora(model, config, checkpoint)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
@@ -151,6 +135,34 @@ def train(
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
             _save_checkpoint(model, optimizer, scheduler, output, step + 1)
+    _save(model, output, config, start, losses)
+    return losses
+
+
+def _with_lora(model: Any, config: TrainConfig, checkpoint: Path | None) -> Any:
+    """``model`` with a trainable LoRA: the checkpoint's or ``config.init_adapter``'s weights
+    (in float32) when there is one, else a fresh adapter of ``config.rank``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if checkpoint is not None or config.init_adapter:
+        source = checkpoint if checkpoint is not None else Path(config.init_adapter)
+        model = PeftModel.from_pretrained(model, source, is_trainable=True)
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()  # a float16 adapter trains in float32
+        return model
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=TARGET_MODULES,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _save(model: Any, output: Path, config: TrainConfig, start: int, losses: list[float]) -> None:
+    """Saves the adapter (in ``config.save_dtype``) and the run's record (``training.json``)."""
     model.save_pretrained(output)
     if config.save_dtype != "float32":
         _cast_adapter(output / "adapter_model.safetensors", getattr(torch, config.save_dtype))
@@ -160,7 +172,6 @@ def train(
         "losses": [round(x, 5) for x in losses],
     }
     (output / "training.json").write_text(json.dumps(record, indent=2))
-    return losses
 
 
 def _cast_adapter(path: Path, dtype: torch.dtype) -> None:

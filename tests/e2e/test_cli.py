@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -163,9 +164,12 @@ def test_data_then_eval_scores_a_known_prediction_file(tmp_path: Path, cache_dir
     assert result["essential_violation_rate"] == 0.0
 
 
-def test_eval_through_a_running_server_reports_every_row(
+@pytest.fixture
+def evaluated(
     server: tuple[str, list[int]], tmp_path: Path, cache_dir: Path
-) -> None:
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Four generated records, evaluated through the running server with their predictions
+    saved: (the records file, the predictions file, the JSON report)."""
     data = tmp_path / "records.jsonl"
     assert run_cli("data", "-o", str(data), "--count", "4", "--seed", "9",
                    cache_dir=cache_dir).returncode == 0  # fmt: skip
@@ -173,7 +177,13 @@ def test_eval_through_a_running_server_reports_every_row(
     out = run_cli("eval", str(data), "--server", server[0], "--json",
                   "--save-predictions", str(saved), cache_dir=cache_dir)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    return data, saved, json.loads(out.stdout)
+
+
+def test_eval_through_a_running_server_reports_every_row(
+    server: tuple[str, list[int]], evaluated: tuple[Path, Path, dict[str, Any]], cache_dir: Path
+) -> None:
+    data, saved, report = evaluated
     assert report["records"] == 4 and report["latency_p50_s"] > 0
     service, alone = (
         report["rows"]["service (model + loop collapser)"],
@@ -198,6 +208,14 @@ def test_eval_through_a_running_server_reports_every_row(
     assert json.loads(rescored.stdout)["f1"] == pytest.approx(service["f1"])
     table = run_cli("eval", str(data), "--server", server[0], cache_dir=cache_dir)
     assert "| service (model + loop collapser) |" in table.stdout and "resolved" in table.stdout
+
+
+def test_eval_protects_result_sentences_unless_told_otherwise(
+    server: tuple[str, list[int]], evaluated: tuple[Path, Path, dict[str, Any]],
+    tmp_path: Path, cache_dir: Path,
+) -> None:  # fmt: skip
+    data, saved, _ = evaluated
+    answers = [json.loads(line) for line in saved.read_text().splitlines()]
     records = {r["id"]: r for r in map(json.loads, data.read_text().splitlines())}
     for answer in answers:  # result sentences are protected by default
         record = records[answer["id"]]

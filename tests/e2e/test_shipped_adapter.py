@@ -27,7 +27,7 @@ DEFAULT = Profile.load("smollm2-135m")
 
 @pytest.fixture(scope="module")
 def default_server(test_settings: Settings) -> Iterator[str]:
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
     from pruner_service.server import build_server
 
     settings = dataclasses.replace(test_settings, profile="smollm2-135m", max_batch=8)

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pruner_service.config import Settings
 from tests.conftest import running_server, wait_for_health
 from tests.support.certs import HAVE_OPENSSL, make_certificates
+from tests.support.processes import start_server
 
 pytestmark = pytest.mark.model
 
@@ -189,7 +190,7 @@ def test_reflection_can_be_closed(test_settings: Settings) -> None:
 def test_mutual_tls_needs_a_client_certificate_the_ca_signed(
     test_settings: Settings, tmp_path: Path
 ) -> None:
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
     from pruner_service.server import build_server
 
     certs = make_certificates(tmp_path)
@@ -280,21 +281,14 @@ def test_tokens_and_trace_text_never_reach_logs_or_error_messages(
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{good}\n")
     trace = f"Let me add 2 and 3 for {secret}. So 2 + 3 = 5. Wait, 2 + 3 = 5. The answer is 5."
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pruner_service", "serve", "--port", "0", "--device", "cpu",
-         "--profile", str(FEWSHOT_PROFILE), "--cache-dir", str(cache_dir), "--max-trace-chars",
-         "6000", "--auth-token-file", str(tokens), "--log-level", "debug", "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process, address = start_server(
+        "--port", "0", "--device", "cpu", "--profile", str(FEWSHOT_PROFILE), "--cache-dir",
+        str(cache_dir), "--max-trace-chars", "6000", "--auth-token-file", str(tokens),
+        "--log-level", "debug", "--log-format", "json",
     )  # fmt: skip
     messages: list[str] = []
     output = ""
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        while "listening on" not in line:
-            assert line, "the server exited before listening"
-            line = process.stdout.readline()
-        address = line.split("listening on ")[1].split()[0]
         with grpc.insecure_channel(address) as channel:
             wait_for_health(channel)
             stub = pb_grpc.PrunerStub(channel)

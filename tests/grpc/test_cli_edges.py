@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from pruner_service import app, cli
+from pruner_service import assembly, cli
 from pruner_service.config import Settings
 from pruner_service.domain import Limits
 from pruner_service.server import build_server
@@ -53,7 +53,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("the local service was built")
 
-    monkeypatch.setattr(app, "build_service", refuse)
+    monkeypatch.setattr(assembly, "build_service", refuse)
 
 
 @pytest.fixture
@@ -107,8 +107,10 @@ def test_a_lone_surrogate_in_a_text_is_refused_before_loading_the_model_or_calli
 def test_the_local_engine_still_prunes(
     monkeypatch: pytest.MonkeyPatch, trace_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = app.build_service
-    monkeypatch.setattr(app, "build_service", lambda settings: real(settings, None, FakeEngine))
+    real = assembly.build_service
+    monkeypatch.setattr(
+        assembly, "build_service", lambda settings: real(settings, None, FakeEngine)
+    )
     assert cli.main(["prune", str(trace_file), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pruned_trace"] == ". Delta epsilon."
 

@@ -16,7 +16,7 @@ from freelm_pruner_client.anchors import (
     apply_deletions,
     prune,
 )
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

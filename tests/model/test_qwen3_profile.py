@@ -17,7 +17,7 @@ from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 from freelm_pruner_client.anchors import apply_deletions
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import Settings
 from pruner_service.engine.synthetic import make_adapter, make_base
 from tests.conftest import REALISTIC_TRACE, running_server

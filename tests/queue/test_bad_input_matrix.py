@@ -14,7 +14,7 @@ import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import Settings
 from pruner_service.server import SERVICE_NAME, build_server
 from tests.fakes import FakeEngine

@@ -83,7 +83,7 @@ def answer_key(reply: pb.PruneResponse) -> tuple:
 def test_two_frontends_two_workers_answer_500_requests_once_each(
     spawn, redis_server, test_settings
 ) -> None:
-    from pruner_service.app import build_service
+    from pruner_service.assembly import build_service
     from pruner_service.config import Settings
     from pruner_service.convert import request_from_proto, result_to_proto
 
@@ -222,5 +222,5 @@ def test_redis_restart_under_load_never_hangs_and_service_resumes(spawn, redis_s
     assert reply.request_id == "after"
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
         text = response.read().decode()
-    assert 'freelm_requests_total{status="OK"}' in text
+    assert 'freelm_requests_total{method="Prune",status="OK"}' in text
     assert "freelm_batch_size_count" in text and "freelm_queue_depth" in text

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import Settings
 from pruner_service.domain import PruneOptions, PruneRequest, PruneResult
 from pruner_service.errors import DeadlineExceeded, Internal, QueueFull, Unavailable

@@ -15,7 +15,7 @@ import redis
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import Settings
 from pruner_service.server import build_server
 from tests.fakes import FakeEngine

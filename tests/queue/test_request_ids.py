@@ -17,7 +17,7 @@ import pytest
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
-from pruner_service.app import build_service
+from pruner_service.assembly import build_service
 from pruner_service.config import Settings
 from pruner_service.server import build_server
 from pruner_service.service import PrunerService

@@ -9,9 +9,9 @@ import pytest
 from freelm_pruner_client.anchors import AnchorCommand, Span
 from freelm_pruner_client.conformance import check, expectation, generate
 
+from pruner_service.compute import resolve
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
-from pruner_service.worker import resolve
 
 FOLDER = Path(__file__).resolve().parents[2] / "proto" / "conformance"
 VECTORS = FOLDER / "anchor_vectors_v3.json"

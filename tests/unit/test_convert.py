@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm_pruner_client.anchors import AnchorCommand, Reason, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 from pruner_service.convert import (
     options_from_proto,
     request_from_proto,
+    request_from_queue,
     request_to_proto,
     result_from_proto,
     result_to_proto,
@@ -38,6 +39,7 @@ def test_every_option_survives_the_queue_round_trip() -> None:
     )
     request = PruneRequest("r1", "Some trace. More.", "Q?", options)
     assert request_from_proto(request_to_proto(request), LIMITS) == request
+    assert request_from_queue(request_to_proto(request)) == request  # a worker reads it as is
     assert not options_from_proto(
         pb.PruneOptions(protect_last_sentence=False), LIMITS
     ).protect_last_sentence
@@ -56,3 +58,5 @@ def test_a_result_with_cancellations_survives_the_queue_round_trip() -> None:
     usage = Usage(10, 8, len(trace), outcome.removed_chars, 0, 20, 5)
     result = PruneResult("r1", outcome, "[]", usage, Timing(1.0, 2.0, 1, 3.0), "m", "a")
     assert result_from_proto(result_to_proto(result)) == result
+    assert result_to_proto(result, return_pruned_trace=False).pruned_trace == ""
+    assert result_to_proto(result).pruned_trace == outcome.pruned_trace

@@ -4,7 +4,7 @@ the loop collapser and the protections; the model's commands written in where a 
 from __future__ import annotations
 
 from freelm_pruner_client.anchors import AnchorCommand, PruneOutcome, Reason, Source, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 from pruner_service.domain import PruneOptions
 from tests import field_cases as fc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from freelm_pruner_client.anchors import AnchorCommand, Status, resolve_anchor
-from freelm_pruner_client.loops import loop_runs
+from freelm_pruner_client.loop_collapser import loop_runs
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from freelm_pruner_client.anchors import Protection, Span, prune
-from freelm_pruner_client.loops import loop_runs, loop_spans
+from freelm_pruner_client.loop_collapser import loop_runs, loop_spans
 from hypothesis import given
 from hypothesis import strategies as st
 

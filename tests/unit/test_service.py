@@ -131,7 +131,7 @@ def test_stream_answers_every_item_once_with_per_item_errors(make_service) -> No
     service = make_service(FakeEngine(), max_batch=4)
     items: list[PruneRequest | Rejected] = [request(f"s{i}") for i in range(19)]
     items.insert(7, Rejected("broken", InvalidArgument("trace is empty")))
-    answers = dict(service.prune_stream(iter(items), later()))
+    answers = {a.request_id: a.outcome for a in service.prune_stream(iter(items), later())}
     assert len(answers) == 20
     assert isinstance(answers.pop("broken"), InvalidArgument)
     assert all(isinstance(a, PruneResult) for a in answers.values())
@@ -167,7 +167,7 @@ def test_each_stream_item_has_its_own_deadline(make_service) -> None:
         time.sleep(1.0)
         yield request("second")
 
-    answers = dict(service.prune_stream(items(), None))
+    answers = {a.request_id: a.outcome for a in service.prune_stream(items(), None)}
     assert set(answers) == {"first", "second"}
     assert all(isinstance(answer, PruneResult) for answer in answers.values())
 

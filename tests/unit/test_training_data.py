@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from freelm_pruner_client.anchors import AnchorCommand, Protection, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 from pruner_service.training.data import generate, gold_command
 from pruner_service.training.evaluate import (

@@ -14,7 +14,7 @@ from freelm_pruner_client.anchors import (
     prune,
     resolve_anchor,
 )
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 __all__ = [
     "AnchorCommand",

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Span, prune
-from freelm_pruner_client.loops import loop_spans
+from freelm_pruner_client.loop_collapser import loop_spans
 
 VERSION = 3
 _SEED = 20260215
@@ -170,6 +170,11 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     yield _case("disjoint_commands", "one two three four five", [("one", "two"), ("four", "five")])
     yield _case("duplicate_commands", "one two three", [("one", "two"), ("one", "two")])
     yield _case("whole_trace", "delete all of this", [("delete", "this")])
+    yield from _protection_cases()
+    yield from _text_cases()
+
+
+def _protection_cases() -> Iterator[dict[str, Any]]:
     yield _case("frozen_prefix_protects", "0123456789 abc", [("012", "345")], frozen=2)
     yield _case("frozen_prefix_boundary", "0123456789 abc", [("234", "567")], frozen=2)
     yield _case("protected_tail", "0123456789 abc", [("9 a", "bc")], tail=2)
@@ -182,6 +187,9 @@ def _handwritten() -> Iterator[dict[str, Any]]:
         [("012", "789"), ("x", "y")],
         fraction=0.1,
     )
+
+
+def _text_cases() -> Iterator[dict[str, Any]]:
     yield _case("cjk", "我们先算一下。等等，不对。答案是七。", [("等等", "不对。")])
     yield _case("emoji", "ok 😀 then 🎉 done 😀", [("then", "🎉")])
     yield _case(
@@ -192,6 +200,11 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     yield _case("no_commands", "nothing to delete here", [])
     yield from _last_sentence_cases()
     yield from _result_cases()
+    yield from _loop_cases()
+    yield from _segmenter_cases()
+
+
+def _loop_cases() -> Iterator[dict[str, Any]]:
     loop = "So x = 3. Wait, no. Wait, no. Wait, no. Wait, no. Then x = 4."
     yield _case("sentence_loop", loop, [], loops=True)
     yield _case("sentence_loop_off", loop, [], loops=False)
@@ -223,7 +236,6 @@ def _handwritten() -> Iterator[dict[str, Any]]:
     )
     yield _case("code_punctuation_not_a_loop", "if x:\n    }\n    }\n    }\n", [], loops=True)
     yield _case("two_copies_not_a_loop", "Wait, no. Wait, no. Fine.", [], loops=True)
-    yield from _segmenter_cases()
 
 
 def _segmenter_cases() -> Iterator[dict[str, Any]]:
