@@ -23,8 +23,9 @@ from pruner_service.domain import DEFAULT_MAX_DELETE_FRACTION, PruneOptions
 
 
 def add_commands(commands: Any) -> None:
-    """Adds data, train, synth and eval to ``commands`` (an argparse subparsers object)."""
+    """Adds data, silver, train, synth and eval to ``commands`` (an argparse subparsers object)."""
     _add_data(commands)
+    _add_silver(commands)
     _add_train(commands)
     _add_synth(commands)
     _add_eval(commands)
@@ -41,6 +42,20 @@ def _add_data(commands: Any) -> None:
                       help="write long traces of at least this many code points, each several "
                       "problems' reasoning with long loops and far re-checks (default 0: short "
                       "traces)")  # fmt: skip
+
+
+def _add_silver(commands: Any) -> None:
+    silver = commands.add_parser(
+        "silver",
+        help="label unlabelled real traces with the labelling functions (training records)",
+        description="Label each trace's redundant sentences with the labelling functions "
+        "(pruner_service.training.labelling; precision and coverage in docs/BENCHMARKS.md) and "
+        "write a training record with a command per labelled span. Never give it an evaluation "
+        "split (realbench): its labels are for measuring.",
+    )
+    silver.add_argument("file", type=Path, help="records: {id, trace, question?} (JSONL)")
+    silver.add_argument("-o", "--output", type=Path, required=True, help="training records")
+    silver.add_argument("--profile", help="whose anchor limit applies (default: the default)")
 
 
 def _add_train(commands: Any) -> None:
@@ -170,6 +185,39 @@ def _data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _silver(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from pruner_service.engine.profile import Profile
+    from pruner_service.training.labelling import silver_record
+    from pruner_service.training.report import read_records
+
+    if not args.file.is_file():
+        print(f"error: no file {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    limit = Profile.load(args.profile or settings.profile).max_anchor_chars
+    try:
+        records = read_records(args.file)
+    except ValueError as exc:
+        print(f"error: {args.file} is not JSON lines: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    untraced = [r["id"] for r in records if not isinstance(r.get("trace"), str)]
+    if untraced:
+        print(f"error: records without a trace (string): {', '.join(untraced[:5])}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    spans = commands = 0
+    with args.output.open("w", encoding="utf-8") as out:
+        for record in tqdm(records, desc="silver", unit="trace", disable=not sys.stderr.isatty()):
+            labelled = silver_record(record, limit)
+            spans += len(labelled["redundant_spans"])
+            commands += len(labelled["commands"])
+            out.write(json.dumps(labelled, ensure_ascii=False) + "\n")
+    print(f"wrote {len(records)} records ({spans} labelled spans, {commands} commands) to "
+          f"{args.output}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from pruner_service.training import report
     from pruner_service.training.evaluate import score
@@ -291,6 +339,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "data": _data,
+    "silver": _silver,
     "eval": _eval,
     "synth": _synth,
     "train": _train,
