@@ -36,12 +36,18 @@ class InFlight:
         self._changed = threading.Condition()
 
     def add(self, job: Job) -> None:
-        """Tracks ``job`` until its future settles (or ``discard``)."""
+        """Tracks ``job`` until its future settles (or ``forget``)."""
         with self._changed:
             self._jobs.add(job)
-        job.future.add_done_callback(lambda _: self.discard(job))
+        job.future.add_done_callback(lambda _: self._settled(job))
 
-    def discard(self, job: Job) -> None:
+    def forget(self, job: Job) -> None:
+        """Stops tracking a job that was never admitted, without waking anyone: a stream item
+        whose admission failed for a full queue must not wake the others waiting for space."""
+        with self._changed:
+            self._jobs.discard(job)
+
+    def _settled(self, job: Job) -> None:
         with self._changed:
             self._jobs.discard(job)
             self._changed.notify_all()

@@ -131,7 +131,7 @@ class PrunerService:
         try:
             self.queue.submit(job)
         except PrunerError:
-            self.lifecycle.in_flight.discard(job)
+            self.lifecycle.in_flight.forget(job)
             raise
         return job
 

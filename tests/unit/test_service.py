@@ -184,3 +184,19 @@ def test_the_default_deadline_counts_the_work_admitted_ahead(make_service) -> No
         gate.set()
     service.wait(ahead)
     assert service.pending_chars() == 0
+
+
+def test_in_flight_jobs_count_until_settled_and_a_forgotten_one_is_gone() -> None:
+    from pruner_service.job import Job
+    from pruner_service.lifecycle import InFlight
+
+    tracked = InFlight()
+    first = Job(PruneRequest("a", "abc", "", PruneOptions()), deadline=later())
+    second = Job(PruneRequest("b", "defgh", "", PruneOptions()), deadline=later())
+    tracked.add(first)
+    tracked.add(second)
+    assert tracked.chars() == 8
+    tracked.forget(second)  # admission failed: no longer in flight
+    assert tracked.chars() == 3 and not tracked.wait_settled(0.01)
+    first.future.set_exception(RuntimeError("settled"))
+    assert tracked.wait_settled(1.0) and tracked.chars() == 0
