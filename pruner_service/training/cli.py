@@ -195,7 +195,7 @@ def _silver(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         print(f"error: no file {args.file}", file=sys.stderr)
         return EXIT_USAGE
-    limit = Profile.load(args.profile or settings.profile).max_anchor_chars
+    profile = Profile.load(args.profile or settings.profile)
     try:
         records = read_records(args.file)
     except ValueError as exc:
@@ -209,7 +209,7 @@ def _silver(args: argparse.Namespace, settings: Settings) -> int:
     spans = commands = 0
     with args.output.open("w", encoding="utf-8") as out:
         for record in tqdm(records, desc="silver", unit="trace", disable=not sys.stderr.isatty()):
-            labelled = silver_record(record, limit)
+            labelled = silver_record(record, profile.max_anchor_chars, profile.max_commands)
             spans += len(labelled["redundant_spans"])
             commands += len(labelled["commands"])
             out.write(json.dumps(labelled, ensure_ascii=False) + "\n")

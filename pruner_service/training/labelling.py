@@ -32,7 +32,13 @@ from enum import Enum
 from typing import Any
 
 from freelm_pruner_client.loop_collapser import loop_spans
-from freelm_pruner_client.segments import NUMBER, last_sentence, result_sentences, sentences
+from freelm_pruner_client.segments import (
+    BLANK_LINE,
+    NUMBER,
+    last_sentence,
+    result_sentences,
+    sentences,
+)
 
 from pruner_service.training.data import gold_command
 
@@ -70,7 +76,6 @@ CHECK_CUE = re.compile(
 """A sentence that opens a re-check, e.g. ``Let me verify``, ``Wait, let me double-check``."""
 
 EQUATION = re.compile(r"=")
-BLANK = re.compile(r"\n[ \t]*\n")
 ANSWER = re.compile(r"\\boxed|answer is|final answer", re.IGNORECASE)
 _WORDS = re.compile(r"[a-z']+")
 
@@ -122,7 +127,7 @@ def check_block(trace: str, question: str, units: list[Sentence]) -> dict[int, V
         j = i
         while j < len(units) and set(_numbers(units[j].text)) <= known:
             votes[j] = Vote.REDUNDANT
-            if j + 1 < len(units) and BLANK.search(trace, units[j].end, units[j + 1].start):
+            if j + 1 < len(units) and BLANK_LINE.search(trace, units[j].end, units[j + 1].start):
                 break
             j += 1
     return votes
@@ -210,7 +215,7 @@ def spans(trace: str, sentences_labelled: list[tuple[int, int]]) -> list[tuple[i
     merged: list[list[int]] = []
     for start, end in sentences_labelled:
         gap = trace[merged[-1][1] : start] if merged else ""
-        if merged and not gap.strip() and not BLANK.search(gap):
+        if merged and not gap.strip() and not BLANK_LINE.search(gap):
             merged[-1][1] = end
         else:
             merged.append([start, end])
@@ -218,14 +223,19 @@ def spans(trace: str, sentences_labelled: list[tuple[int, int]]) -> list[tuple[i
 
 
 def silver_record(
-    record: dict[str, Any], max_anchor_chars: int = 48, names: Iterable[str] = FUNCTIONS
+    record: dict[str, Any],
+    max_anchor_chars: int = 48,
+    max_commands: int = 8,
+    names: Iterable[str] = FUNCTIONS,
 ) -> dict[str, Any]:
     """A training record from an unlabelled real one (``id``, ``trace``, ``question``): the
     labelled spans as ``redundant_spans`` and a command for each span that ``data.gold_command``
-    can write (unique anchors within ``max_anchor_chars``, resolving to exactly the span)."""
+    can write (unique anchors within ``max_anchor_chars``, resolving to exactly the span), the
+    first ``max_commands`` of them (the most a profile's model may write per call)."""
     trace, question = record["trace"], record.get("question") or ""
     found = spans(trace, label(trace, question, names))
     commands = [c for s, e in found if (c := gold_command(trace, s, e, max_anchor_chars))]
+    commands = commands[:max_commands]
     return {
         "id": record["id"],
         "trace": trace,

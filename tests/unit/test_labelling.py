@@ -70,6 +70,15 @@ def test_a_silver_record_holds_commands_that_resolve_to_its_spans() -> None:
     ]  # neighbouring sentences of one paragraph make one span
     resolved = [resolve_anchor(TRACE, c["prefix"], c["suffix"])[1] for c in record["commands"]]
     assert [(r.start, r.end) for r in resolved if r is not None] == spans
+    capped = silver_record({"id": "r", "trace": TRACE}, max_commands=1)
+    assert len(capped["commands"]) == 1 and len(capped["redundant_spans"]) == 2
+
+
+def test_paragraphs_end_blocks_and_spans_whatever_the_line_endings() -> None:
+    crlf = TRACE.replace("\n", "\r\n")
+    assert [crlf[s:e] for s, e in label(crlf)] == [TRACE[s:e] for s, e in label(TRACE)]
+    record = silver_record({"id": "c", "trace": crlf})
+    assert len(record["redundant_spans"]) == 2  # not merged across the blank line
 
 
 def test_the_silver_command_writes_training_records(tmp_path, capsys, monkeypatch) -> None:
