@@ -29,10 +29,6 @@ from freelm_pruner_client.segments import has_paragraph_break, sentences
 
 from pruner_service.engine.grammar import Writing, writable_head
 
-GUARD_MODES = ("off", "steer", "stop")
-"""``off``: no guard; ``steer``: a failing token gives way to the model's best token that passes;
-``stop``: the command list ends before a command that would fail."""
-
 
 class AnchorGuard:
     """Judges partial commands against one trace (see the module's rules)."""

@@ -1,1 +1,2 @@
-"""Queues between frontends and workers, all behind one interface (``base.JobQueue``)."""
+"""Queues between frontends and workers: admission and consumers, in-process and on Redis, behind
+the narrow interfaces of ``base`` (``Admission``, ``BatchSource``, ``Consumer``)."""
