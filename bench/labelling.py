@@ -23,7 +23,7 @@ from typing import Any
 from pruner_service.training.labelling import CANDIDATES, FUNCTIONS, KEEP_FUNCTIONS, label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realbench import BASELINES, SHARED, scored, scorer
+from realbench import BASELINES, SHARED, load_realbench, scored
 
 REAL = SHARED.parent / "data" / "real_traces.jsonl"
 
@@ -52,11 +52,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=10, help="sentences to print for reading")
     parser.add_argument("--out", type=Path, default=Path("bench/results/labelling.json"))
     args = parser.parse_args()
-    data = args.realbench / "realbench_dev.jsonl"
-    if not data.is_file():
-        raise SystemExit(f"{data} is not here: this benchmark needs the shared realbench split")
-    score = scorer(args.realbench)
-    bench, _ = score.load_bench(data)
+    score, bench, _, data = load_realbench(args.realbench)
     result: dict[str, Any] = {"command": " ".join(["bench/labelling.py", *sys.argv[1:]]),
                               "data": f"{data.name} ({len(bench)} traces)"}  # fmt: skip
     voting = [name for name in CANDIDATES if name not in KEEP_FUNCTIONS]

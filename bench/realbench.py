@@ -47,6 +47,17 @@ def scorer(folder: Path) -> ModuleType:
     return module
 
 
+def load_realbench(folder: Path) -> tuple[ModuleType, dict[str, Any], list[str], Path]:
+    """The scorer module, the records by id, their ids in file order and the split's path, from
+    the realbench ``folder``; exits with a message when the split is not there."""
+    data = folder / "realbench_dev.jsonl"
+    if not data.is_file():
+        raise SystemExit(f"{data} is not here: this benchmark needs the shared realbench split")
+    score = scorer(folder)
+    bench, order = score.load_bench(data)
+    return score, bench, order, data
+
+
 def predict(address: str, records: list[dict[str, Any]], loops: bool) -> dict[str, list[Any]]:
     """Each record's deletions (code-point spans) from the server, with its question."""
     options = pb.PruneOptions(collapse_loops=loops, return_pruned_trace=False)
@@ -76,11 +87,7 @@ def main() -> None:
     parser.add_argument("--realbench", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path, default=Path("bench/results/realbench.json"))
     args = parser.parse_args()
-    data = args.realbench / "realbench_dev.jsonl"
-    if not data.is_file():
-        raise SystemExit(f"{data} is not here: this benchmark needs the shared realbench split")
-    score = scorer(args.realbench)
-    bench, order = score.load_bench(data)
+    score, bench, order, data = load_realbench(args.realbench)
     records = [bench[i] for i in order]
     with default_server() as (address, _):
         started = time.perf_counter()
