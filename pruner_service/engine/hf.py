@@ -98,8 +98,6 @@ class _Row:
 
     prompt_ids: list[int]
     matcher: Any
-    trace: str = ""
-    max_commands: int = 1
     generated: list[int] = field(default_factory=list)
     done: bool = False
     repeated: bool = False
@@ -357,7 +355,7 @@ class HFEngine:
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
         steering = steering_for(self.steering, spec.text, self.profile.max_anchor_chars)
-        return _Row(spec.prompt_ids, matcher, spec.text, spec.max_commands, steering=steering)
+        return _Row(spec.prompt_ids, matcher, steering=steering)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(
