@@ -16,7 +16,7 @@ from pruner_service.compute import BatchRunner
 from pruner_service.config import Settings
 from pruner_service.domain import Limits
 from pruner_service.engine.base import Engine
-from pruner_service.engine.profile import Profile, describe
+from pruner_service.engine.profile import DTYPES, Profile, describe
 from pruner_service.metrics import Metrics
 from pruner_service.queue.base import ClosedQueue, Consumer
 from pruner_service.service import PrunerService
@@ -37,8 +37,14 @@ def engine_factory(settings: Settings, profile: Profile) -> Callable[[], Engine]
 
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        loaded = load_model(profile, settings.cache_dir, settings.device)
-        return HFEngine(loaded, profile, settings.max_new_tokens)
+        loaded = load_model(profile, settings.cache_dir, settings.device, settings.dtype)
+        return HFEngine(
+            loaded,
+            profile,
+            settings.max_new_tokens,
+            prefix_cache_bytes=settings.prefix_cache_mb * 2**20,
+            reused_rows=settings.reused_rows,
+        )
 
     return make_engine
 
@@ -54,6 +60,10 @@ def build_service(
     """
     if settings.role not in ROLES:
         raise ValueError(f"--role must be one of {', '.join(ROLES)}, got {settings.role!r}")
+    if settings.dtype and settings.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {settings.dtype!r}")
+    if settings.prefix_cache_mb < 0 or settings.reused_rows < 0:
+        raise ValueError("--prefix-cache-mb and --reused-rows must be at least 0")
     profile = Profile.load(settings.profile).with_paths(settings.model_path, settings.adapter_path)
     limits = Limits(settings.max_trace_chars, settings.max_question_chars, profile.max_commands)
     make_engine = make_engine or engine_factory(settings, profile)

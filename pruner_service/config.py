@@ -45,6 +45,13 @@ class Settings:
         default_factory=default_cache_dir, metadata={"help": "where fetched models are cached"}
     )
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    dtype: str = field(
+        default="",
+        metadata={
+            "help": "weights' dtype, overriding the profile's: auto (bfloat16 on GPUs and on "
+            "CPUs with AMX or AVX512-BF16, else float32), float32, bfloat16 or float16"
+        },
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     max_batch: int = field(default=8, metadata={"help": "most requests in one batched forward"})
     max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits to fill up"})
@@ -65,6 +72,20 @@ class Settings:
     )
     max_new_tokens: int = field(
         default=0, metadata={"help": "override the profile's output token budget (0: keep)"}
+    )
+    prefix_cache_mb: int = field(
+        default=1024,
+        metadata={
+            "help": "MiB of recent prompts' KV caches kept so that a later prompt starting the "
+            "same way (a growing trace) prefills only what is new (0: off)"
+        },
+    )
+    reused_rows: int = field(
+        default=1024,
+        metadata={
+            "help": "decoded rows (a trace, or one window of a long one) whose results are "
+            "kept for an identical later row: an unchanged window is not decoded again (0: off)"
+        },
     )
     max_message_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "largest gRPC message the transport accepts"}

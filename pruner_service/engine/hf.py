@@ -32,6 +32,7 @@ from transformers import DynamicCache
 
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
+from pruner_service.engine.draft import AnchorLookup
 from pruner_service.engine.grammar import (
     Writing,
     canonical_json,
@@ -42,6 +43,7 @@ from pruner_service.engine.grammar import (
 from pruner_service.engine.load import LoadedModel
 from pruner_service.engine.profile import WINDOW_MARGIN, Profile, describe
 from pruner_service.engine.prompt import render_prompt
+from pruner_service.engine.reuse import Layers, PrefixCache, RowResults
 from pruner_service.engine.steering import NoSteering, Steering, Step, steering_for
 from pruner_service.engine.steering.guard_steer import CANDIDATES
 from pruner_service.engine.windows import split
@@ -103,6 +105,7 @@ class _Row:
     repeated: bool = False
     steering: Steering = field(default_factory=lambda: NoSteering("", 1))
     cut: bool = False  # the steering strategy ended the command list
+    lookup: AnchorLookup | None = None  # drafts from the trace; None: no drafting
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,17 @@ QUESTION_HEAD = 0.75
 class HFEngine:
     """An ``Engine`` over a transformers causal LM with the Free-Module already merged."""
 
-    def __init__(self, loaded: LoadedModel, profile: Profile, max_new_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        profile: Profile,
+        max_new_tokens: int = 0,
+        prefix_cache_bytes: int = 0,
+        reused_rows: int = 0,
+    ) -> None:
+        """``prefix_cache_bytes``: most bytes of prompt KV caches kept for later prompts that
+        start the same way; ``reused_rows``: most decoded rows whose results are kept for an
+        identical later row (``reuse``; 0: off, each)."""
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
@@ -146,6 +159,7 @@ class HFEngine:
         self._closing_tokens = _tokens_containing(self.tokenizer, "}")
         self.prefill_rows_separately = self.device.type == "cpu"
         self.jump_forward = profile.jump_forward
+        self.draft_tokens = profile.draft_tokens
         self.steering = profile.steering
         self._guard_window = 2 * profile.max_anchor_chars + 32  # tokens: a whole command
         self.pad_id = self.tokenizer.pad_token_id
@@ -154,8 +168,11 @@ class HFEngine:
         overhead = (
             len(self._tokens(render_prompt(profile.template, "", ""))) + profile.question_tokens
         )
-        served = replace(profile, max_new_tokens=self.max_new_tokens)
+        dtype = str(loaded.dtype).removeprefix("torch.")
+        served = replace(profile, max_new_tokens=self.max_new_tokens, dtype=dtype)
         self.info = describe(served, loaded.adapter, str(self.device), overhead)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.row_results: RowResults[Proposal] = RowResults(reused_rows)
         self.progress: Callable[[int, int], None] | None = None
         """Called after each group of rows with (rows decoded, rows of the call) when set."""
 
@@ -174,8 +191,9 @@ class HFEngine:
     def propose(
         self, requests: Sequence[PruneRequest], max_new_tokens: int = 0
     ) -> list[Proposal | Exception]:
-        """Decodes all requests' rows (a long trace's windows included) in groups of rows;
-        per-item errors are returned in place."""
+        """Decodes all requests' rows (a long trace's windows included) in groups of rows; a
+        row decoded before with the same prompt and settings is taken from ``row_results``.
+        Per-item errors are returned in place."""
         plans: list[_Plan | Exception] = []
         for request in requests:
             try:
@@ -184,31 +202,53 @@ class HFEngine:
                 plans.append(exc)
         specs = [(i, spec) for i, plan in enumerate(plans) if isinstance(plan, _Plan)
                  for spec in plan.specs]  # fmt: skip
-        parts: dict[int, list[Proposal]] = {i: [] for i, _ in specs}
-        done = 0
         budget = max_new_tokens or self.max_new_tokens
-        for group in self._groups(specs, budget):
-            rows, owners = [], []
-            for owner, spec in group:
-                try:
-                    if not isinstance(plans[owner], Exception):
-                        rows.append(self._row(spec))
-                        owners.append(owner)
-                except InvalidArgument as exc:
-                    plans[owner] = exc
-            started = time.perf_counter()
-            if rows:
-                self._decode(rows, budget)
-            log.debug("rows_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
-            for owner, row in zip(owners, rows, strict=True):
-                parts[owner].append(self._proposal(row))
+        keys = [self._row_key(spec, budget) for _, spec in specs]
+        results = [self.row_results.get(key) for key in keys]
+        todo = [(k, spec) for k, (_, spec) in enumerate(specs) if results[k] is None]
+        done = len(specs) - len(todo)
+        for group in self._groups(todo, budget):
+            for k, proposal in self._decode_group(group, specs, plans, budget):
+                results[k] = proposal
+                self.row_results.put(keys[k], proposal)
             done += len(group)
             if self.progress is not None:
                 self.progress(done, len(specs))
+        parts: dict[int, list[Proposal]] = {i: [] for i, _ in specs}
+        for (owner, _), result in zip(specs, results, strict=True):
+            if result is not None:
+                parts[owner].append(result)
         return [
             plan if isinstance(plan, Exception) else self._combine(plan, parts[i])
             for i, plan in enumerate(plans)
         ]
+
+    def _row_key(self, spec: _Spec, budget: int) -> bytes:
+        return RowResults.key(spec.prompt_ids, spec.max_commands, budget, self.steering)
+
+    def _decode_group(
+        self,
+        group: list[tuple[int, _Spec]],
+        specs: list[tuple[int, _Spec]],
+        plans: list[_Plan | Exception],
+        budget: int,
+    ) -> list[tuple[int, Proposal]]:
+        """Decodes one group of rows (``group``: index into ``specs``, spec); a row that cannot
+        be built makes its request's plan the error (``plans`` is updated)."""
+        rows, indices = [], []
+        for k, spec in group:
+            owner = specs[k][0]
+            try:
+                if not isinstance(plans[owner], Exception):
+                    rows.append(self._row(spec))
+                    indices.append(k)
+            except InvalidArgument as exc:
+                plans[owner] = exc
+        started = time.perf_counter()
+        if rows:
+            self._decode(rows, budget)
+        log.debug("rows_decoded", rows=len(rows), ms=(time.perf_counter() - started) * 1e3)
+        return [(k, self._proposal(row)) for k, row in zip(indices, rows, strict=True)]
 
     def _groups(
         self, specs: list[tuple[int, _Spec]], max_new_tokens: int
@@ -355,7 +395,12 @@ class HFEngine:
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
         steering = steering_for(self.steering, spec.text, self.profile.max_anchor_chars)
-        return _Row(spec.prompt_ids, matcher, steering=steering)
+        lookup = (
+            AnchorLookup(spec.text, self.tokenizer, self.profile.max_anchor_chars)
+            if self.draft_tokens
+            else None
+        )
+        return _Row(spec.prompt_ids, matcher, steering=steering, lookup=lookup)
 
     def _matcher(self, grammar: str) -> Any:
         return llguidance.LLMatcher(
@@ -364,17 +409,84 @@ class HFEngine:
 
     @torch.inference_mode()
     def _decode(self, rows: list[_Row], max_new_tokens: int) -> None:
+        """Decodes ``rows`` together until each is done. Each forward feeds every row's chosen
+        and forced tokens, then its draft (``draft.AnchorLookup``); the draft tokens that equal
+        the row's own choices are kept and the others are masked out of the cache (cut off it
+        when no row keeps them), so each row's output is exactly the plain decode's."""
         cache, logits, attention, positions = self._prefill(rows)
         bitmask = allocate_token_bitmask(len(rows), self.ll_tokenizer.vocab_size)
-        while True:
-            chunks = self._choose(logits, rows, bitmask, max_new_tokens)
-            if all(r.done for r in rows):
-                break
+        pending = [self._decide(row, i, logits[i : i + 1], [], bitmask, max_new_tokens)[0]
+                   for i, row in enumerate(rows)]  # fmt: skip
+        while not all(r.done for r in rows):
+            drafts = [self._draft(row, max_new_tokens) for row in rows]
+            chunks = [fed + draft for fed, draft in zip(pending, drafts, strict=True)]
             ids, chunk_mask, chunk_positions = self._chunk(chunks, positions)
             attention = torch.cat([attention, chunk_mask], dim=1)
-            out = self._forward(ids, attention, chunk_positions, cache)
-            logits = out.logits[:, -1, :]
+            keep = 1 + max(len(d) for d in drafts)
+            out = self._forward(ids, attention, chunk_positions, cache, keep)
+            rejected = []
+            for i, row in enumerate(rows):
+                if row.done:
+                    pending[i] = [self.pad_id]
+                    rejected.append(len(chunks[i]))
+                    continue
+                scores = out.logits[i, keep - 1 - len(drafts[i]) :]
+                pending[i], kept = self._decide(row, i, scores, drafts[i], bitmask, max_new_tokens)
+                rejected.append(len(drafts[i]) - kept)
             positions = positions + chunk_mask.sum(dim=1, keepdim=True)
+            positions -= torch.tensor(rejected, device=self.device).unsqueeze(1)
+            attention = self._drop_rejected(attention, cache, rejected)
+
+    def _draft(self, row: _Row, budget: int) -> list[int]:
+        """The row's draft for the next forward: trace tokens that may continue its anchor."""
+        size = min(self.draft_tokens, budget - len(row.generated))
+        if row.done or row.lookup is None or size < 1:
+            return []
+        text = self.tokenizer.decode(row.generated[-self._guard_window :], skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character cut between tokens: the text is not aligned
+            return []
+        return row.lookup.draft(text, size)
+
+    def _drop_rejected(
+        self, attention: torch.Tensor, cache: Any, rejected: list[int]
+    ) -> torch.Tensor:
+        """The attention mask with each row's last ``rejected`` positions masked out; the
+        positions no row keeps are cut off the mask and the KV cache."""
+        for i, count in enumerate(rejected):
+            if count:
+                attention[i, attention.shape[1] - count :] = 0
+        common = min(rejected)
+        if common:
+            for layer in cache.layers:
+                layer.keys = layer.keys[..., :-common, :]
+                layer.values = layer.values[..., :-common, :]
+            attention = attention[:, :-common]
+        return attention
+
+    def _decide(
+        self,
+        row: _Row,
+        i: int,
+        logits: torch.Tensor,
+        draft: list[int],
+        bitmask: torch.Tensor,
+        budget: int,
+    ) -> tuple[list[int], int]:
+        """The row's next tokens to feed and how many of ``draft`` it keeps. ``logits``: the
+        scores after the row's last fed token, then after each draft token ([len(draft) + 1,
+        vocab]). Each choice is the greedy token under the grammar and the steering; a draft
+        token equal to it is kept and the next choice read after it."""
+        for j, scores in enumerate(logits):
+            token = self._pick(row, i, scores, bitmask)
+            if row.done:  # the steering ended the list
+                return [self.pad_id], j
+            fed = self._advance(row, token, budget)
+            drafted = j < len(draft) and token == draft[j]
+            if not drafted:
+                return fed, j
+            if row.done or len(fed) > 1:  # forced tokens follow: fed after the kept ones
+                return (fed[1:] if not row.done else [self.pad_id]), j + 1
+        raise AssertionError("a decision after the last draft token always returns")
 
     def _chunk(
         self, chunks: list[list[int]], positions: torch.Tensor
@@ -391,61 +503,87 @@ class HFEngine:
         attention: torch.Tensor,
         positions: torch.Tensor | None,
         cache: Any,
+        keep: int = 1,
     ) -> Any:
+        """One forward pass; the logits of the last ``keep`` positions."""
         return self.model(
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **{self._cache_arg: cache},
         )
 
     def _prefill(self, rows: list[_Row]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's KV cache, last-position logits, attention mask and next positions.
 
-        On an accelerator the prompts run as one left-padded forward. On a CPU, prefill is
-        compute-bound: a batch of 4 equal 2k-token prompts took 11% longer than the same prompts
-        one by one, and a padding mask moves attention to a path about 50% slower. So there each
-        prompt is prefilled alone and the caches are merged, left-padded, for the batched decode,
-        which is where batching pays (decode reads all weights once per step, for every row).
+        On an accelerator the prompts run as one left-padded forward, unless a row can start
+        from a cached prompt's KV cache (``prefix_cache``). On a CPU, prefill is compute-bound:
+        a batch of 4 equal 2k-token prompts took 11% longer than the same prompts one by one,
+        and a padding mask moves attention to a path about 50% slower. So there each prompt is
+        prefilled alone and the caches are merged, left-padded, for the batched decode, which
+        is where batching pays (decode reads all weights once per step, for every row).
         """
         lengths = [len(r.prompt_ids) for r in rows]
         input_ids, attention = self._left_pad([r.prompt_ids for r in rows])
         next_positions = torch.tensor(lengths, device=self.device).unsqueeze(1)
-        if not self.prefill_rows_separately or len(rows) == 1:
+        hits = [self.prefix_cache.longest(r.prompt_ids) for r in rows]
+        if not self.prefill_rows_separately and not any(shared for shared, _ in hits):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             out = self._forward(input_ids, attention, positions, None)
-            return getattr(out, self._cache_arg), out.logits[:, -1, :], attention, next_positions
+            cache = getattr(out, self._cache_arg)
+            for i, row in enumerate(rows):
+                self._keep_prefix(row.prompt_ids, cache, i, attention.shape[1] - lengths[i])
+            return cache, out.logits[:, -1, :], attention, next_positions
         caches, logits = [], []
-        for row in rows:
-            ids = torch.tensor([row.prompt_ids], device=self.device)
-            out = self._forward(ids, torch.ones_like(ids), None, None)
-            caches.append(getattr(out, self._cache_arg))
-            logits.append(out.logits[:, -1, :])
+        for row, (shared, layers) in zip(rows, hits, strict=True):
+            cache, last = self._prefill_row(row.prompt_ids, shared, layers)
+            caches.append(cache)
+            logits.append(last)
+        if len(rows) == 1:
+            return caches[0], logits[0], attention, next_positions
         return _merge_caches(caches, max(lengths)), torch.cat(logits), attention, next_positions
 
-    def _choose(
-        self, logits: torch.Tensor, rows: list[_Row], bitmask: torch.Tensor, budget: int
-    ) -> list[list[int]]:
-        """Each row's tokens for the next forward: its greedy token under the grammar, then the
-        tokens the grammar forces after it (jump-forward); finished rows get one pad token."""
-        scores = logits.float().cpu()
-        for i, row in enumerate(rows):
-            if not row.done:
-                fill_next_token_bitmask(row.matcher, bitmask, i)
-        allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
-        vocab = min(scores.shape[1], allowed.shape[1])
-        scores[:, vocab:] = float("-inf")
-        scores[:, :vocab].masked_fill_(torch.from_numpy(allowed[:, :vocab] == 0), float("-inf"))
-        choice = scores.argmax(dim=-1).tolist()
-        for i, row in enumerate(rows):
-            if not row.done:
-                choice[i] = self._steered(row, scores[i], int(choice[i]))
-        return [
-            [self.pad_id] if row.done else self._advance(row, int(token), budget)
-            for row, token in zip(rows, choice, strict=True)
-        ]
+    def _prefill_row(self, prompt_ids: list[int], shared: int, layers: Layers) -> tuple[Any, Any]:
+        """One prompt's KV cache and last logits, computed from its ``shared`` first tokens'
+        cached ``layers`` on (all of it when ``shared`` is 0)."""
+        cache = None
+        positions = None
+        if shared:
+            cache = DynamicCache()
+            for index, (keys, values) in enumerate(layers):
+                cache.update(keys, values, index)
+            positions = torch.arange(shared, len(prompt_ids), device=self.device).unsqueeze(0)
+        ids = torch.tensor([prompt_ids[shared:]], device=self.device)
+        mask = torch.ones((1, len(prompt_ids)), dtype=torch.long, device=self.device)
+        out = self._forward(ids, mask, positions, cache)
+        cache = getattr(out, self._cache_arg)
+        self._keep_prefix(prompt_ids, cache)
+        return cache, out.logits[:, -1, :]
+
+    def _keep_prefix(self, prompt_ids: list[int], cache: Any, row: int = 0, pad: int = 0) -> None:
+        """Keeps row ``row`` of ``cache`` (after ``pad`` left-padding positions) for later
+        prompts that start like ``prompt_ids``; a row of a batch is copied out of it."""
+        if not self.prefix_cache.max_bytes:
+            return
+        whole = cache.layers[0].keys.shape[0] == 1
+
+        def own(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if whole else tensor[row : row + 1, :, pad:].clone()
+
+        self.prefix_cache.store(prompt_ids, [(own(x.keys), own(x.values)) for x in cache.layers])
+
+    def _pick(self, row: _Row, i: int, logits: torch.Tensor, bitmask: torch.Tensor) -> int:
+        """The row's greedy token under its grammar (``logits``: [vocab]), passed through its
+        steering strategy (a pad, with ``row.done``, when the strategy ends the list)."""
+        fill_next_token_bitmask(row.matcher, bitmask, i)
+        allowed = np.unpackbits(bitmask[i].numpy().view(np.uint8), bitorder="little")
+        scores = logits.float().cpu().clone()
+        vocab = min(scores.shape[0], allowed.shape[0])
+        scores[vocab:] = float("-inf")
+        scores[:vocab].masked_fill_(torch.from_numpy(allowed[:vocab] == 0), float("-inf"))
+        return self._steered(row, scores, int(scores.argmax()))
 
     def _steered(self, row: _Row, scores: torch.Tensor, token: int) -> int:
         """The token the row's steering strategy writes instead of ``token`` (the greedy one);

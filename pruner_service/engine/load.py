@@ -38,6 +38,25 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16_cpu() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively: AMX tiles or AVX512-BF16
+    (``vdpbf16ps``), as PyTorch's oneDNN dispatch detects them. Without either (e.g. AVX2
+    only) bfloat16 is emulated and slower than float32."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """The weights' dtype for ``name`` on ``device``: ``auto`` is bfloat16 on a CUDA device
+    that supports it and on a CPU with ``fast_bf16_cpu``, else float32; other names as they
+    are (float32, bfloat16, float16)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device.type == "cpu" and fast_bf16_cpu() else "float32"
+
+
 def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
     """The folder holding the profile's base model, fetching an embedded model if needed."""
     if not profile.model:
@@ -53,9 +72,9 @@ def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
 
 
 def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, Any]:
-    """The profile's base model (no adapter; in ``dtype``, default the profile's) and its
-    tokenizer, from the model folder (``resolve_model_path``). Raises ``ProfileError`` when the
-    profile names no model or its folder is missing."""
+    """The profile's base model (no adapter; in ``dtype``, default the profile's, ``auto``
+    resolved for the CPU) and its tokenizer, from the model folder (``resolve_model_path``).
+    Raises ``ProfileError`` when the profile names no model or its folder is missing."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(profile, cache_dir)
@@ -63,16 +82,21 @@ def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, 
     if profile.gguf_file:
         kwargs["gguf_file"] = profile.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model_dtype = getattr(torch, dtype or profile.dtype)
+    model_dtype = getattr(torch, resolve_dtype(dtype or profile.dtype, torch.device("cpu")))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype, **kwargs)
     return model, tokenizer
 
 
-def load_model(profile: Profile, cache_dir: Path, device_name: str = "auto") -> LoadedModel:
-    """Loads the profile's base model and tokenizer (``load_base``), and merges its adapter."""
-    dtype = getattr(torch, profile.dtype)
+def load_model(
+    profile: Profile, cache_dir: Path, device_name: str = "auto", dtype_name: str = ""
+) -> LoadedModel:
+    """Loads the profile's base model and tokenizer (``load_base``), and merges its adapter.
+    ``dtype_name`` overrides the profile's dtype; ``auto`` is resolved for the device
+    (``resolve_dtype``)."""
     device = pick_device(device_name)
-    model, tokenizer = load_base(profile, cache_dir)
+    name = resolve_dtype(dtype_name or profile.dtype, device)
+    dtype = getattr(torch, name)
+    model, tokenizer = load_base(profile, cache_dir, name)
     adapter = None
     if profile.adapter is not None:
         adapter = AdapterConfig.load(profile.adapter)
@@ -83,8 +107,9 @@ def load_model(profile: Profile, cache_dir: Path, device_name: str = "auto") -> 
         profile=profile.name,
         model=profile.model_id,
         adapter=adapter.adapter_id if adapter else None,
-        dtype=profile.dtype,
+        dtype=name,
         device=str(device),
+        cpu_bf16=fast_bf16_cpu() if device.type == "cpu" else None,
     )
     return LoadedModel(model, tokenizer, adapter, device, dtype)
 

@@ -23,7 +23,7 @@ NO_ADAPTER_NOTE = (
     "no Free-Module adapter: the base model alone proposes deletions under the grammar; "
     "the loop collapser is deterministic and unaffected"
 )
-_DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 NO_ADAPTER = "none"
@@ -93,6 +93,9 @@ class Profile:
     note: str
     jump_forward: bool = True
     """Feed the tokens the grammar forces without a forward pass each (output unchanged)."""
+    draft_tokens: int = 8
+    """Most prompt tokens drafted per forward pass while an anchor is written (prompt lookup,
+    ``engine.draft``; output unchanged); 0: off."""
     steering: SteeringMode = SteeringMode.NONE
     """What the decoder does with a command the anchor guard fails (``engine.steering``)."""
     window_tokens: int = 0
@@ -140,8 +143,8 @@ class Profile:
                 raise ProfileError(f"profile template {template_path} lacks {field}")
         steering = _steering(raw)
         dtype = raw.get("dtype", "float32")
-        if dtype not in _DTYPES:
-            raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+        if dtype not in DTYPES:
+            raise ProfileError(f"profile dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         adapter = raw.get("adapter")
         model = str(raw.get("model") or "")
         return cls(
@@ -160,6 +163,7 @@ class Profile:
             trust_remote_code=bool(raw.get("trust_remote_code", False)),
             note=str(raw.get("note", "")),
             jump_forward=bool(raw.get("jump_forward", True)),
+            draft_tokens=_count(raw, "draft_tokens", 8),
             steering=steering,
             window_tokens=_count(raw, "window_tokens", 0),
             window_overlap_tokens=_count(raw, "window_overlap_tokens", 0),

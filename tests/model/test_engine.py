@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from pruner_service.engine.grammar import (
     parse_commands,
 )
 from pruner_service.engine.hf import HFEngine
-from pruner_service.engine.load import load_model
+from pruner_service.engine.load import LoadedModel, load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
+from pruner_service.engine.prompt import render_prompt
 from pruner_service.engine.steering import SteeringMode
 from pruner_service.training.data import generate
 from tests.conftest import FEWSHOT_PROFILE, REALISTIC_TRACE
@@ -306,3 +308,154 @@ def test_the_anchor_guard_keeps_commands_resolvable(
 
 def _fails(trace: str, command: AnchorCommand) -> bool:
     return resolve_anchor(trace, command.prefix, command.suffix)[0] is not Status.APPLIED
+
+
+def _counted(
+    engine: HFEngine, batch: list[PruneRequest], size: int, **attrs: Any
+) -> tuple[list, int]:
+    """The proposals for ``batch`` in groups of ``size`` with the engine attributes ``attrs``
+    set, and the forward passes they took."""
+    calls = 0
+    forward = engine._forward
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return forward(*args, **kwargs)
+
+    defaults = {name: getattr(engine, name) for name in attrs}
+    engine.__dict__.update(attrs)
+    engine._forward = counting  # type: ignore[method-assign]
+    try:
+        proposals = []
+        for start in range(0, len(batch), size):
+            proposals += engine.propose(batch[start : start + size])
+        return proposals, calls
+    finally:
+        engine.__dict__.update(defaults)
+        del engine._forward
+
+
+REAL_STYLE_TRACE = """Alright, let me figure out the remainder when 2^100 is divided by 7.
+
+Powers of 2 mod 7: 2^1 = 2, 2^2 = 4, 2^3 = 8 = 1 mod 7. So the cycle length is 3.
+
+Wait, let me double-check 2^3. 2^3 = 8 and 8 - 7 = 1. Yes, 2^3 is 1 mod 7.
+
+100 = 3 * 33 + 1, so 2^100 = (2^3)^33 * 2 = 1 * 2 = 2 mod 7.
+
+Hmm, let me verify that 3 * 33 + 1 = 100. 3 * 33 = 99, plus 1 is 100. Yes.
+
+Let me also try another way: maybe use Fermat's little theorem. 2^6 = 1 mod 7, and 100 = 6 * 16 + 4,
+so 2^100 = 2^4 = 16 = 2 mod 7. Same answer.
+
+Wait, let me double-check 16 mod 7. 16 - 14 = 2. Yes. So the remainder is 2.
+
+So the answer is 2.
+"""
+
+
+def test_drafted_anchors_give_the_plain_decodes_outputs_in_fewer_forwards(
+    shipped: HFEngine,
+) -> None:
+    records = list(generate(6, seed=2, family="eval"))
+    batch = [PruneRequest(r["id"], r["trace"], r["question"], PruneOptions()) for r in records]
+    batch += requests([REALISTIC_TRACE, REAL_STYLE_TRACE])
+    plain, plain_calls = _counted(shipped, batch, 1, draft_tokens=0)
+    drafted, drafted_calls = _counted(shipped, batch, 1, draft_tokens=8)
+    together, _ = _counted(shipped, batch, 4, draft_tokens=8)
+    plain_together, _ = _counted(shipped, batch, 4, draft_tokens=0)
+    assert [p.raw_output for p in drafted] == [p.raw_output for p in plain]
+    assert [p.raw_output for p in together] == [p.raw_output for p in plain_together]
+    assert [p.commands for p in together] == [p.commands for p in plain]
+    assert sum(len(p.commands) for p in plain) >= 4
+    assert drafted_calls * 1.3 < plain_calls
+
+
+def _engine_like(shipped: HFEngine, prefix_bytes: int, rows: int, **profile: Any) -> HFEngine:
+    """An engine over the shipped engine's model with reuse set and profile fields changed."""
+    loaded = LoadedModel(shipped.model, shipped.tokenizer, None, shipped.device, torch.float32)
+    changed = dataclasses.replace(shipped.profile, **profile)
+    return HFEngine(loaded, changed, prefix_cache_bytes=prefix_bytes, reused_rows=rows)
+
+
+def _prefilled(engine: HFEngine, batch: list[PruneRequest]) -> tuple[list[Any], list[int]]:
+    """The proposals for ``batch`` and the prompt tokens each row's prefill computed."""
+    fed: list[int] = []
+    original = engine._prefill_row
+
+    def spy(prompt_ids: list[int], shared: int, layers: Any) -> Any:
+        fed.append(len(prompt_ids) - shared)
+        return original(prompt_ids, shared, layers)
+
+    engine._prefill_row = spy  # type: ignore[method-assign]
+    try:
+        return engine.propose(batch), fed
+    finally:
+        del engine._prefill_row
+
+
+def _new_tokens(engine: HFEngine, before: str, after: str) -> int:
+    """Tokens of ``after``'s prompt past the start it shares with ``before``'s."""
+    old, new = (engine._tokens(render_prompt(engine.profile.template, t)) for t in (before, after))
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b),
+        min(len(old), len(new)),
+    )
+    return len(new) - min(shared, len(new) - 1)
+
+
+GROWING = REAL_STYLE_TRACE * 3
+
+
+def test_a_growing_trace_prefills_only_what_is_new_with_the_same_commands(
+    shipped: HFEngine,
+) -> None:
+    cold = _engine_like(shipped, 0, 0)
+    warm = _engine_like(shipped, 2**30, 0)
+    cuts = [len(GROWING) // 3, len(GROWING) // 2, 2 * len(GROWING) // 3, len(GROWING)]
+    for n, cut in enumerate(cuts):
+        batch = requests([GROWING[:cut]])
+        expected, cold_fed = _prefilled(cold, batch)
+        got, warm_fed = _prefilled(warm, batch)
+        assert [p.raw_output for p in got] == [p.raw_output for p in expected]
+        if n:  # the earlier version's prompt is reused up to where they differ
+            assert warm_fed == [_new_tokens(warm, GROWING[: cuts[n - 1]], GROWING[:cut])]
+            assert warm_fed[0] < cold_fed[0] / 2
+    assert len(warm.prefix_cache) == 1  # each version replaced the one before it
+    changed = "Alright, let us" + GROWING[len("Alright, let me") :]
+    expected, cold_fed = _prefilled(cold, requests([changed]))
+    got, warm_fed = _prefilled(warm, requests([changed]))
+    assert [p.raw_output for p in got] == [p.raw_output for p in expected]
+    assert warm_fed == [_new_tokens(warm, GROWING, changed)]  # all from the change on
+    assert warm_fed[0] > cold_fed[0] - 200
+
+
+def test_rows_reusing_cached_prompts_decode_together_as_alone(shipped: HFEngine) -> None:
+    warm = _engine_like(shipped, 2**30, 0)
+    first, second = REAL_STYLE_TRACE, REALISTIC_TRACE
+    warm.propose(requests([first[: len(first) // 2], second[: len(second) // 2]]))
+    batch = requests([first, second, TRACES[1]])
+    together = warm.propose(batch)
+    alone = [_engine_like(shipped, 0, 0).propose([r])[0] for r in batch]
+    assert [p.raw_output for p in together] == [p.raw_output for p in alone]
+
+
+def test_an_unchanged_window_is_not_decoded_again(shipped: HFEngine) -> None:
+    engine = _engine_like(shipped, 0, 64, context_tokens=800, window_tokens=300, question_tokens=64)
+    paragraphs = [REAL_STYLE_TRACE.replace("2^100", f"2^{100 + i}") for i in range(4)]
+    trace = "\n\n".join(paragraphs)
+    decoded: list[int] = []
+    original = engine._decode
+    engine._decode = lambda rows, budget: decoded.append(len(rows)) or original(rows, budget)  # type: ignore[method-assign]
+    first = engine.propose(requests([trace]))[0]
+    assert not isinstance(first, Exception) and first.windows >= 3
+    assert sum(decoded) == first.windows
+    decoded.clear()
+    grown = trace + "\n\nSo the answer is 2, as found."
+    again = engine.propose(requests([grown]))[0]
+    assert not isinstance(again, Exception)
+    assert 1 <= sum(decoded) < again.windows
+    cold = _engine_like(shipped, 0, 0, context_tokens=800, window_tokens=300, question_tokens=64)
+    cold = cold.propose(requests([grown]))[0]
+    assert again == cold

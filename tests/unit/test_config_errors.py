@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import grpc
@@ -40,3 +41,40 @@ def test_every_error_maps_to_its_status(error: Exception, code: grpc.StatusCode)
     mapped, message = errors.status_of(error)
     assert mapped == code
     assert "secret detail" not in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"dtype": "fp8"}, "--dtype must be one of auto, float32, bfloat16, float16, got 'fp8'"),
+        ({"prefix_cache_mb": -1}, "--prefix-cache-mb and --reused-rows must be at least 0"),
+        ({"reused_rows": -5}, "--prefix-cache-mb and --reused-rows must be at least 0"),
+    ],
+)
+def test_engine_settings_out_of_range_are_refused_before_loading(
+    flags: dict[str, object], message: str
+) -> None:
+    from pruner_service.assembly import build_service
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_service(settings_from(flags, {}))
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "native", "expected"),
+    [
+        ("auto", "cpu", True, "bfloat16"),
+        ("auto", "cpu", False, "float32"),  # AVX2 only: bfloat16 would be emulated, slower
+        ("float32", "cpu", True, "float32"),  # a forced dtype is kept
+        ("bfloat16", "cpu", False, "bfloat16"),
+    ],
+)
+def test_auto_dtype_follows_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, name: str, device: str, native: bool, expected: str
+) -> None:
+    import torch
+
+    from pruner_service.engine import load
+
+    monkeypatch.setattr(load, "fast_bf16_cpu", lambda: native)
+    assert load.resolve_dtype(name, torch.device(device)) == expected
