@@ -90,17 +90,22 @@ def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, 
 def load_model(
     profile: Profile, cache_dir: Path, device_name: str = "auto", dtype_name: str = ""
 ) -> LoadedModel:
-    """Loads the profile's base model and tokenizer (``load_base``), and merges its adapter.
-    ``dtype_name`` overrides the profile's dtype; ``auto`` is resolved for the device
-    (``resolve_dtype``)."""
+    """Loads the profile's base model and tokenizer (``load_base``) in float32, merges its
+    adapter, and casts the model to its dtype (``dtype_name``, else the profile's; ``auto``
+    resolved for the device by ``resolve_dtype``), keeping the output projection in float32
+    (``Float32Head``)."""
     device = pick_device(device_name)
     name = resolve_dtype(dtype_name or profile.dtype, device)
     dtype = getattr(torch, name)
-    model, tokenizer = load_base(profile, cache_dir, name)
+    model, tokenizer = load_base(profile, cache_dir, "float32")  # merged in float32, then cast
     adapter = None
     if profile.adapter is not None:
         adapter = AdapterConfig.load(profile.adapter)
         model = merge_adapter(model, adapter)
+    if dtype != torch.float32:
+        head = Float32Head(model.get_output_embeddings())
+        model.to(dtype)
+        model.lm_head = head
     model.to(device).eval()
     log.info(
         "model_loaded",
@@ -112,6 +117,29 @@ def load_model(
         cpu_bf16=fast_bf16_cpu() if device.type == "cpu" else None,
     )
     return LoadedModel(model, tokenizer, adapter, device, dtype)
+
+
+class Float32Head(torch.nn.Module):
+    """A model's output projection computed in float32 from half-precision hidden states.
+
+    In bfloat16 the logits keep 8 bits of mantissa, so close candidates swap places and greedy
+    decoding writes other anchors; a float32 copy of the projection (tied embeddings are copied,
+    not shared) keeps the ranking of the float32 model for the same hidden state, at the cost of
+    one float32 matrix product per kept position."""
+
+    def __init__(self, head: Any) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(head.weight.detach().float().clone(), requires_grad=False)
+        bias = getattr(head, "bias", None)
+        self.bias = (
+            None
+            if bias is None
+            else torch.nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [..., vocab] in float32 from hidden states [..., hidden] of any dtype."""
+        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
 
 
 def merge_adapter(model: Any, adapter: AdapterConfig) -> Any:

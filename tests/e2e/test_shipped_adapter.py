@@ -17,6 +17,7 @@ from freelm_pruner_client.client import PrunerClient, build_request
 from freelm_pruner_client.segments import result_sentences
 
 from pruner_service.config import Settings
+from pruner_service.engine.load import fast_bf16_cpu
 from pruner_service.engine.profile import Profile
 from pruner_service.training.data import generate
 from pruner_service.training.evaluate import loop_collapser, score
@@ -56,6 +57,8 @@ def test_model_info_reports_the_merged_adapter(default_server: str) -> None:
     meta = json.loads((Path(str(DEFAULT.adapter)) / "freelm_adapter.json").read_text())
     assert info.adapter_id == meta["id"] and info.adapter_version == meta["version"]
     assert info.adapter_merged and info.profile == "smollm2-135m"
+    assert DEFAULT.dtype == "auto"  # resolved for this CPU at load, and reported as loaded
+    assert info.dtype == ("bfloat16" if fast_bf16_cpu() else "float32")
 
 
 def test_the_shipped_adapter_beats_the_loop_collapser_on_unseen_phrasings(

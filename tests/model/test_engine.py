@@ -16,7 +16,7 @@ from pruner_service.engine.grammar import (
     parse_commands,
 )
 from pruner_service.engine.hf import HFEngine
-from pruner_service.engine.load import LoadedModel, load_model
+from pruner_service.engine.load import Float32Head, LoadedModel, load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.engine.steering import SteeringMode
@@ -253,9 +253,11 @@ def test_jump_forward_gives_the_plain_paths_commands_in_fewer_forwards(engine: H
 
 @pytest.fixture(scope="module")
 def shipped(cache_dir: Path) -> HFEngine:
-    """The default profile's engine, with its Free-Module merged."""
+    """The default profile's engine, with its Free-Module merged, in float32 on every CPU (the
+    default ``auto`` is bfloat16 where the CPU runs it natively; exact output equality across
+    chunkings holds in float32)."""
     profile = Profile.load("smollm2-135m")
-    return HFEngine(load_model(profile, cache_dir, "cpu"), profile)
+    return HFEngine(load_model(profile, cache_dir, "cpu", "float32"), profile)
 
 
 def _plain_then_changed(
@@ -459,3 +461,19 @@ def test_an_unchanged_window_is_not_decoded_again(shipped: HFEngine) -> None:
     cold = _engine_like(shipped, 0, 0, context_tokens=800, window_tokens=300, question_tokens=64)
     cold = cold.propose(requests([grown]))[0]
     assert again == cold
+
+
+def test_bfloat16_weights_keep_the_output_projection_in_float32(cache_dir: Path) -> None:
+    profile = Profile.load("smollm2-135m")
+    half = load_model(profile, cache_dir, "cpu", "bfloat16")
+    full = load_model(profile, cache_dir, "cpu", "float32")
+    assert half.dtype == torch.bfloat16 and isinstance(half.model.lm_head, Float32Head)
+    assert half.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert not isinstance(full.model.lm_head, Float32Head)
+    ids = torch.tensor([full.tokenizer(REALISTIC_TRACE)["input_ids"][:200]])
+    with torch.inference_mode():
+        low = half.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        high = full.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+    assert low.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(low, high, dim=0) > 0.99
+    assert int(low.argmax()) == int(high.argmax())
