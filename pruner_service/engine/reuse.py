@@ -24,6 +24,13 @@ import torch
 MIN_REUSED_TOKENS = 16
 """Fewest shared prompt tokens worth starting a prefill from."""
 
+MIN_REUSED_SHARE = 0.5
+"""Least share of a prompt that must be cached to start its prefill from the cache. A prefill
+that continues a cache needs an explicit causal mask (its queries are not all the keys), and
+attention then takes a slower path: a 2,150-token prompt continuing the 150 tokens of the
+template it shared with another trace took 0.6-1.0 s longer than a cold prefill (4.9 s against
+4.1 s, on the AMD EPYC of docs/BENCHMARKS.md); reusing half or more of the prompt saves time."""
+
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 """A prompt's KV cache: per layer, keys and values of shape [1, kv heads, tokens, head dim]."""
 
@@ -61,8 +68,9 @@ class PrefixCache:
 
     def longest(self, prompt_ids: Sequence[int]) -> tuple[int, Layers]:
         """The most tokens of ``prompt_ids``' start that a cached prompt shares (at least
-        ``MIN_REUSED_TOKENS``, at most all but the last token, whose logits a prefill must
-        compute) and their KV cache (views, never written); ``(0, [])`` when none does."""
+        ``MIN_REUSED_TOKENS`` and ``MIN_REUSED_SHARE`` of the prompt, at most all but the last
+        token, whose logits a prefill must compute) and their KV cache (views, never written);
+        ``(0, [])`` when none does."""
         ids = np.asarray(prompt_ids, dtype=np.int64)
         best, layers, key = 0, [], None
         with self._lock:
@@ -70,7 +78,7 @@ class PrefixCache:
                 shared = min(_shared(entry.ids, ids), len(ids) - 1)
                 if shared > best:
                     best, layers, key = shared, entry.layers, k
-            if key is None or best < MIN_REUSED_TOKENS:
+            if key is None or best < max(MIN_REUSED_TOKENS, MIN_REUSED_SHARE * len(ids)):
                 return 0, []
             self._entries.move_to_end(key)
         return best, [(k[..., :best, :], v[..., :best, :]) for k, v in layers]

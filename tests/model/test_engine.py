@@ -429,8 +429,8 @@ def test_a_growing_trace_prefills_only_what_is_new_with_the_same_commands(
     expected, cold_fed = _prefilled(cold, requests([changed]))
     got, warm_fed = _prefilled(warm, requests([changed]))
     assert [p.raw_output for p in got] == [p.raw_output for p in expected]
-    assert warm_fed == [_new_tokens(warm, GROWING, changed)]  # all from the change on
-    assert warm_fed[0] > cold_fed[0] - 200
+    assert _new_tokens(warm, GROWING, changed) > cold_fed[0] - 200  # only the template shared
+    assert warm_fed == cold_fed  # under half the prompt cached: prefilled cold
 
 
 def test_rows_reusing_cached_prompts_decode_together_as_alone(shipped: HFEngine) -> None:

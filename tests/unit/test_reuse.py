@@ -40,8 +40,11 @@ def test_a_change_before_a_point_stops_reuse_there() -> None:
     changed = ids(40)
     changed[25] = -1
     assert cache.longest(changed)[0] == 25
+    changed[19] = -1
+    assert cache.longest(changed) == (0, [])  # under half the prompt: a cold prefill is faster
+    assert cache.longest([*ids(19), -1])[0] == 19  # half of a shorter prompt is enough
     changed[MIN_REUSED_TOKENS - 1] = -1
-    assert cache.longest(changed) == (0, [])  # too short a start to be worth it
+    assert cache.longest(changed[: MIN_REUSED_TOKENS + 1]) == (0, [])  # too short to be worth it
     assert cache.longest([7, *ids(40)]) == (0, [])
 
 
