@@ -2,9 +2,13 @@
 
 Measures, in one run:
 - the baseline: one bare forward pass of the model over the same cleaning prompt (no grammar,
-  no queue, no gRPC): the floor that the prefill sets;
-- ``Prune`` latency on a 2,000-token trace at batch 1 (p50 of 5), and its ratio to that floor;
-- throughput (requests/s) with 1 sequential client and with 8 concurrent clients, and their ratio.
+  no queue, no gRPC) in the fastest dtype this CPU supports (bfloat16 where it has AMX or
+  AVX512-BF16, else float32): the floor that the prefill sets;
+- ``Prune`` latency on 2,000-token traces at batch 1 (p50 of 5 different traces, each sent once,
+  so nothing is reused from an earlier call but the prompt template's KV cache), and its ratio
+  to the floor of the same traces;
+- throughput (requests/s) with 1 sequential client and with 8 concurrent clients (different
+  traces again), and their ratio.
 
 Traces come from ../shared/data/real_traces.jsonl when present (cut to 2,000 tokens), otherwise
 from a built-in paragraph set. Writes a JSON result file and prints a Markdown table.
@@ -16,6 +20,7 @@ from a built-in paragraph set. Writes a JSON result file and prints a Markdown t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -31,6 +36,7 @@ from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
 from pruner_service.assembly import build_service
 from pruner_service.config import settings_from
+from pruner_service.engine.load import fast_bf16_cpu
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.logging import configure_logging
 from pruner_service.server import build_server
@@ -44,10 +50,10 @@ FALLBACK = (
 )
 
 
-def traces(tokenizer, count: int, tokens: int) -> list[str]:
-    """``count`` different traces of ``tokens`` tokens each."""
+def traces(tokenizer, count: int, tokens: int, real: bool = True) -> list[str]:
+    """``count`` different traces of ``tokens`` tokens each (real ones first when ``real``)."""
     texts: list[str] = []
-    if REAL_TRACES.is_file():
+    if real and REAL_TRACES.is_file():
         records = [json.loads(line) for line in REAL_TRACES.open()]
         texts = [r["trace"] for r in records if r["chars"] > tokens * 5]
     while len(texts) < count:
@@ -68,15 +74,34 @@ def prune_once(stub: pb_grpc.PrunerStub, trace: str) -> tuple[float, pb.PruneRes
     return time.perf_counter() - started, reply
 
 
-def bare_forward_s(engine, trace: str) -> float:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def floor_model(model):
+    """The served model in the fastest dtype this CPU supports: a bfloat16 copy where it runs
+    bfloat16 natively and the served model is float32, else the served model itself."""
+    if model.dtype == torch.float32 and fast_bf16_cpu():
+        return copy.deepcopy(model).to(torch.bfloat16)
+    return model
+
+
+def bare_forward_s(engine, model, trace: str) -> float:
+    """Median seconds of 3 forward passes of ``model`` over ``trace``'s cleaning prompt."""
     prompt = render_prompt(engine.profile.template, trace)
     ids = engine.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
-        engine.model(input_ids=ids, logits_to_keep=1)
+        model(input_ids=ids, logits_to_keep=1)
         times = []
         for _ in range(3):
             started = time.perf_counter()
-            engine.model(input_ids=ids, logits_to_keep=1)
+            model(input_ids=ids, logits_to_keep=1)
             times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -104,10 +129,12 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--dtype", default="", help="override the profile's (auto, float32, ...)")
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
     parser.add_argument("--adapter-path", default="", help="override the profile's (none: base)")
+    parser.add_argument("--builtin-traces", action="store_true", help="never read ../shared")
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_service.json"))
     return parser.parse_args()
 
@@ -123,6 +150,7 @@ def main() -> None:
             "device": "cpu",
             "profile": args.profile,
             "adapter_path": args.adapter_path,
+            "dtype": args.dtype,
         }
     )
     running = build_server(settings, build_service(settings))
@@ -130,26 +158,36 @@ def main() -> None:
     running.service.start(background=False)
     engine = running.service.engine  # the benchmark measures the engine's floor directly
     assert engine is not None
-    work = traces(engine.tokenizer, 8 * args.requests_per_client, args.tokens)
+    work = traces(engine.tokenizer, 13 + 8 * args.requests_per_client, args.tokens,
+                  real=not args.builtin_traces)  # fmt: skip
     stub = pb_grpc.PrunerStub(grpc.insecure_channel(f"127.0.0.1:{running.port}"))
-    floor = bare_forward_s(engine, work[0])
+    fastest = floor_model(engine.model)
+    floors = [bare_forward_s(engine, fastest, trace) for trace in work[:5]]
     latencies = []
-    for _ in range(5):
-        seconds, reply = prune_once(stub, work[0])
+    for trace in work[:5]:
+        seconds, reply = prune_once(stub, trace)
         latencies.append(seconds)
-    sequential = throughput(stub, work[:8], clients=1)
-    concurrent = throughput(stub, work, clients=8)
+    sequential = throughput(stub, work[5:13], clients=1)
+    concurrent = throughput(stub, work[13:], clients=8)
     running.stop(grace=5)
+    floor = statistics.median(floors)
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads, "
+        f"native bf16: {fast_bf16_cpu()}",
+        "served_dtype": str(engine.model.dtype).removeprefix("torch."),
+        "floor_dtype": str(fastest.dtype).removeprefix("torch."),
         "profile": settings.profile,
         "trace_tokens": reply.usage.trace_tokens,
         "prompt_tokens": reply.usage.prompt_tokens,
         "generated_tokens_last": reply.usage.generated_tokens,
         "bare_forward_s": round(floor, 3),
+        "bare_forward_per_trace_s": [round(x, 3) for x in floors],
         "prune_p50_s": round(statistics.median(latencies), 3),
         "prune_latencies_s": [round(x, 3) for x in latencies],
         "p50_over_bare_forward": round(statistics.median(latencies) / floor, 2),
+        "p50_of_per_trace_ratios": round(
+            statistics.median(a / b for a, b in zip(latencies, floors, strict=True)), 2
+        ),
         "sequential_rps": round(sequential, 3),
         "concurrent8_rps": round(concurrent, 3),
         "concurrent8_over_sequential": round(concurrent / sequential, 2),

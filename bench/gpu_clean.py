@@ -7,7 +7,8 @@ the GPU itself (GPU machines cannot receive large files), loads it through the n
 - batch 1 at 2k / 8k / 32k-token contexts: plain ``model.generate`` (96 new tokens, the baseline)
   and the engine's constrained cleaning call;
 - 8 concurrent requests at 8k: ``generate`` on a padded batch of 8 vs one engine batch of 8;
-- the second call after the trace grew by 1k tokens;
+- the second call after the trace grew by 1k tokens, starting from the first call's prompt KV
+  cache (``engine.reuse``), against the grown trace cold;
 - ratios to the baseline and to the physical floor (prefill at matmul peak + one weight read per
   output token at the measured bandwidth).
 
@@ -34,11 +35,13 @@ from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import load_model
 from pruner_service.engine.profile import Profile
+from pruner_service.engine.reuse import PrefixCache
 from pruner_service.engine.synthetic import make_adapter, make_base
 
 NEW_TOKENS = 96
 PEAK_FLOPS = 765e12  # measured bf16 matmul peak (H200)
 BANDWIDTH = 4.2e12  # measured HBM bytes/s (H200)
+PREFIX_CACHE_BYTES = 8 * 2**30  # prompt KV caches kept for the grown call
 
 
 def sync() -> None:
@@ -47,6 +50,12 @@ def sync() -> None:
 
 
 def timed(fn: Any, repeats: int = 3) -> float:
+    """Median seconds of ``repeats`` calls after a warm-up call; one call when 0."""
+    if repeats == 0:
+        started = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - started
     fn()
     sync()
     times = []
@@ -84,7 +93,7 @@ def plain_generate(engine: HFEngine, traces: list[str]) -> float:
     return timed(run)
 
 
-def engine_call(engine: HFEngine, traces: list[str]) -> tuple[float, int]:
+def engine_call(engine: HFEngine, traces: list[str], repeats: int = 3) -> tuple[float, int]:
     requests = [PruneRequest(f"r{i}", t, "", PruneOptions()) for i, t in enumerate(traces)]
     tokens = 0
 
@@ -93,7 +102,7 @@ def engine_call(engine: HFEngine, traces: list[str]) -> tuple[float, int]:
         results = engine.propose(requests, max_new_tokens=NEW_TOKENS)
         tokens = max(getattr(r, "generated_tokens", 0) for r in results)
 
-    return timed(run), tokens
+    return timed(run, repeats), tokens
 
 
 def floor_s(params: int, param_bytes: int, context: int, batch: int = 1) -> float:
@@ -126,8 +135,11 @@ def _batched_and_grown(engine: HFEngine, contexts: list[int]) -> dict[str, Any]:
     plain8 = plain_generate(engine, eight)
     ours8, _ = engine_call(engine, eight)
     grown = eight[0] + " " + trace_of(engine.tokenizer, 1024, 99)
-    first, _ = engine_call(engine, [eight[0]])
-    second, _ = engine_call(engine, [grown])
+    engine.prefix_cache = PrefixCache(0)
+    cold, _ = engine_call(engine, [grown])
+    engine.prefix_cache = PrefixCache(PREFIX_CACHE_BYTES)
+    first, _ = engine_call(engine, [eight[0]], repeats=0)
+    second, _ = engine_call(engine, [grown], repeats=0)
     return {
         "concurrent8": {
             "context": at,
@@ -139,7 +151,9 @@ def _batched_and_grown(engine: HFEngine, contexts: list[int]) -> dict[str, Any]:
             "first_s": round(first, 3),
             "second_s": round(second, 3),
             "second_over_first": round(second / first, 2),
-            "prefix_reuse": False,
+            "grown_cold_s": round(cold, 3),
+            "second_over_cold": round(second / cold, 2),
+            "prefix_reuse": True,
         },
     }
 

@@ -1,0 +1,143 @@
+"""Pruning a growing trace every round, as ``FreeLoop`` and the sidecar do: time per round.
+
+One trace grows by ``--step`` tokens per round for ``--rounds`` rounds and is pruned through a
+real gRPC server after each growth (the whole trace sent each time, as ``FreeLoop`` sends it).
+The same rounds run twice in one process: on a server with the default reuse (prompt KV caches
+and decoded rows kept, ``--prefix-cache-mb`` and ``--reused-rows``) and on one with both off
+(the baseline: every call cold). Then, on the reusing server, the full trace grows by
+``--small`` tokens once more: a round after a small growth, against the same text cold.
+
+Traces: the longest of ``../shared/data/real_traces.jsonl`` when present, else a built-in
+paragraph set. Writes a JSON result file and prints it.
+
+    .venv/bin/python bench/loop_reuse.py [--rounds 10] [--step 512] [--small 64]
+        [--out bench/results/loop_reuse.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from freelm.pruner.v1 import pruner_pb2 as pb
+from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
+from tqdm import tqdm
+
+from pruner_service.assembly import build_service
+from pruner_service.config import settings_from
+from pruner_service.logging import configure_logging
+from pruner_service.server import build_server
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_TRACES = ROOT.parent / "shared" / "data" / "real_traces.jsonl"
+FALLBACK = (
+    "Let me work out step {i}. The running total was {a}, and adding {b} gives {c}. "
+    "Hmm, wait, let me double-check that: {a} + {b} = {c}. Yes, that is right.\n\n"
+)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def long_trace(real: bool = True) -> tuple[str, str, str]:
+    """(source, question, trace): the longest real trace (when ``real`` and present), or the
+    built-in one."""
+    if real and REAL_TRACES.is_file():
+        records = [json.loads(line) for line in REAL_TRACES.open()]
+        record = max(records, key=lambda r: len(r["trace"]))
+        return "real_traces.jsonl (longest)", record.get("question", ""), record["trace"]
+    text = "".join(FALLBACK.format(i=i, a=i * 3, b=i + 7, c=i * 4 + 7) for i in range(2000))
+    return "built-in", "", text
+
+
+def versions(tokenizer: Any, trace: str, lengths: list[int]) -> list[str]:
+    """``trace`` cut to each of ``lengths`` tokens (each a text prefix of the next)."""
+    encoded = tokenizer(trace, add_special_tokens=False, return_offsets_mapping=True)
+    ends = [end for _, end in encoded["offset_mapping"]]
+    if lengths[-1] > len(ends):
+        raise SystemExit(f"the trace has {len(ends)} tokens; the rounds need {lengths[-1]}")
+    return [trace[: ends[n - 1]] for n in lengths]
+
+
+def timed_rounds(
+    settings: dict[str, Any], question: str, texts: list[str], label: str
+) -> list[float]:
+    """Seconds of one ``Prune`` per text, in order, on a fresh server with ``settings``."""
+    running = build_server(settings_from(settings), build_service(settings_from(settings)))
+    running.server.start()
+    running.service.start(background=False)
+    stub = pb_grpc.PrunerStub(grpc.insecure_channel(f"127.0.0.1:{running.port}"))
+    seconds = []
+    try:
+        for text in tqdm(texts, desc=label):
+            started = time.perf_counter()
+            stub.Prune(pb.PruneRequest(trace=text, question=question), timeout=900)
+            seconds.append(round(time.perf_counter() - started, 3))
+    finally:
+        running.stop(grace=5)
+    return seconds
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--step", type=int, default=512, help="tokens added per round")
+    parser.add_argument("--small", type=int, default=64, help="tokens of the small growth")
+    parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
+    parser.add_argument("--builtin-trace", action="store_true", help="never read ../shared")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/loop_reuse.json"))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
+    configure_logging("warning", "console")
+    base = {"port": 0, "device": "cpu", "profile": args.profile, "max_wait_ms": 5.0}
+    source, question, trace = long_trace(real=not args.builtin_trace)
+    from transformers import AutoTokenizer
+
+    from pruner_service.engine.load import resolve_model_path
+    from pruner_service.engine.profile import Profile
+
+    settings = settings_from(base)
+    path = resolve_model_path(Profile.load(args.profile), settings.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    lengths = [args.step * (k + 1) for k in range(args.rounds)]
+    texts = versions(tokenizer, trace, [*lengths, lengths[-1] + args.small])
+    reuse = timed_rounds(base, question, texts, "reuse on")
+    cold = timed_rounds(base | {"prefix_cache_mb": 0, "reused_rows": 0}, question, texts, "cold")
+    result = {
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads",
+        "profile": args.profile,
+        "trace": source,
+        "round_tokens": lengths,
+        "reuse_s": reuse[:-1],
+        "cold_s": cold[:-1],
+        "last_over_first_round": round(reuse[-2] / reuse[0], 2),
+        "round_over_cold": [round(r / c, 2) for r, c in zip(reuse[1:-1], cold[1:-1], strict=True)],
+        "small_growth_tokens": args.small,
+        "small_growth_s": reuse[-1],
+        "small_growth_cold_s": cold[-1],
+        "small_growth_over_cold": round(reuse[-1] / cold[-1], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The speed benchmarks smoke-run at small sizes: each runs to its end and writes its figures.
+
+Each script runs as a user runs it (a subprocess of the project's interpreter), on built-in
+traces only (never ``../shared``), on the embedded model or a tiny Qwen3-shaped checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def read(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def test_drafted_anchors_benchmark_finds_equal_outputs_in_fewer_forwards(tmp_path: Path) -> None:
+    out = tmp_path / "draft.json"
+    run_bench("draft_anchors.py", "--count", "4", "--real", "0", "--batch", "2", "--out", str(out))
+    result = read(out)
+    assert result["held_out"]["calls"] == 4 and "real" not in result
+    assert result["held_out"]["outputs_differ"] == [] and result["batched_outputs_differ"] == []
+    assert result["held_out"]["forwards_ratio"] > 1.0
+    assert "torch threads" in result["machine"]
+
+
+def test_loop_benchmark_times_each_round_with_and_without_reuse(tmp_path: Path) -> None:
+    out = tmp_path / "loop.json"
+    run_bench("loop_reuse.py", "--rounds", "3", "--step", "128", "--small", "16",
+              "--builtin-trace", "--out", str(out))  # fmt: skip
+    result = read(out)
+    assert result["trace"] == "built-in" and result["round_tokens"] == [128, 256, 384]
+    assert len(result["reuse_s"]) == len(result["cold_s"]) == 3
+    assert all(s > 0 for s in result["reuse_s"] + result["cold_s"])
+    assert len(result["round_over_cold"]) == 2 and result["small_growth_over_cold"] > 0
+
+
+def test_cpu_service_benchmark_measures_the_floor_and_the_service(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    run_bench("cpu_service.py", "--tokens", "96", "--requests-per-client", "1",
+              "--builtin-traces", "--out", str(out))  # fmt: skip
+    result = read(out)
+    assert result["trace_tokens"] == 96
+    assert len(result["bare_forward_per_trace_s"]) == 5
+    assert result["p50_over_bare_forward"] > 0 and result["concurrent8_over_sequential"] > 0
+    assert result["floor_dtype"] in ("float32", "bfloat16")
+
+
+def test_gpu_benchmark_runs_on_a_tiny_model_on_the_cpu(
+    tmp_path: Path, base_model_dir: Path
+) -> None:
+    run_bench("gpu_clean.py", "--tokenizer", str(base_model_dir), "--arch", "qwen3-tiny",
+              "--device", "cpu", "--contexts", "128", "--work", str(tmp_path / "work"),
+              env={"OUT": str(tmp_path)})  # fmt: skip
+    result = read(tmp_path / "gpu_clean.json")
+    assert [row["context"] for row in result["batch1"]] == [128]
+    assert result["grown_by_1k"]["prefix_reuse"] and result["grown_by_1k"]["second_s"] > 0
