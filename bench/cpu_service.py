@@ -125,6 +125,34 @@ def throughput(stub: pb_grpc.PrunerStub, work: list[str], clients: int) -> float
     return len(work) / (time.perf_counter() - started)
 
 
+def summary(engine, fastest, reply, floors, latencies, rates) -> dict:
+    """The result file's figures: the floor, the latencies, their ratios and the throughputs
+    (``rates``: sequential and 8-client requests/s)."""
+    sequential, concurrent = rates
+    floor = statistics.median(floors)
+    result = {
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads, "
+        f"native bf16: {fast_bf16_cpu()}",
+        "served_dtype": str(engine.model.dtype).removeprefix("torch."),
+        "floor_dtype": str(fastest.dtype).removeprefix("torch."),
+        "trace_tokens": reply.usage.trace_tokens,
+        "prompt_tokens": reply.usage.prompt_tokens,
+        "generated_tokens_last": reply.usage.generated_tokens,
+        "bare_forward_s": round(floor, 3),
+        "bare_forward_per_trace_s": [round(x, 3) for x in floors],
+        "prune_p50_s": round(statistics.median(latencies), 3),
+        "prune_latencies_s": [round(x, 3) for x in latencies],
+        "p50_over_bare_forward": round(statistics.median(latencies) / floor, 2),
+        "p50_of_per_trace_ratios": round(
+            statistics.median(a / b for a, b in zip(latencies, floors, strict=True)), 2
+        ),
+        "sequential_rps": round(sequential, 3),
+        "concurrent8_rps": round(concurrent, 3),
+        "concurrent8_over_sequential": round(concurrent / sequential, 2),
+    }
+    return result
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,28 +198,8 @@ def main() -> None:
     sequential = throughput(stub, work[5:13], clients=1)
     concurrent = throughput(stub, work[13:], clients=8)
     running.stop(grace=5)
-    floor = statistics.median(floors)
-    result = {
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads, "
-        f"native bf16: {fast_bf16_cpu()}",
-        "served_dtype": str(engine.model.dtype).removeprefix("torch."),
-        "floor_dtype": str(fastest.dtype).removeprefix("torch."),
-        "profile": settings.profile,
-        "trace_tokens": reply.usage.trace_tokens,
-        "prompt_tokens": reply.usage.prompt_tokens,
-        "generated_tokens_last": reply.usage.generated_tokens,
-        "bare_forward_s": round(floor, 3),
-        "bare_forward_per_trace_s": [round(x, 3) for x in floors],
-        "prune_p50_s": round(statistics.median(latencies), 3),
-        "prune_latencies_s": [round(x, 3) for x in latencies],
-        "p50_over_bare_forward": round(statistics.median(latencies) / floor, 2),
-        "p50_of_per_trace_ratios": round(
-            statistics.median(a / b for a, b in zip(latencies, floors, strict=True)), 2
-        ),
-        "sequential_rps": round(sequential, 3),
-        "concurrent8_rps": round(concurrent, 3),
-        "concurrent8_over_sequential": round(concurrent / sequential, 2),
-    }
+    result = summary(engine, fastest, reply, floors, latencies, (sequential, concurrent))
+    result["profile"] = settings.profile
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -115,6 +115,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--real", type=int, default=10, help="real traces (from ../shared)")
     parser.add_argument("--real-tokens", type=int, default=2000)
     parser.add_argument("--draft-tokens", type=int, default=8)
+    parser.add_argument("--dtype", default="", help="override the profile's (auto, float32, ...)")
     parser.add_argument("--batch", type=int, default=0, help="also check batches of this size")
     parser.add_argument("--out", type=Path, default=Path("bench/results/draft_anchors.json"))
     return parser.parse_args()
@@ -124,7 +125,8 @@ def main() -> None:
     args = _arguments()
     configure_logging("warning", "console")
     profile = Profile.load(args.profile)
-    engine = HFEngine(load_model(profile, settings_from().cache_dir, "cpu"), profile)
+    loaded = load_model(profile, settings_from().cache_dir, "cpu", args.dtype)
+    engine = HFEngine(loaded, profile)
     batch = requests(engine, args.count, args.real, args.real_tokens)
     names = [r.request_id for r in batch]
     held_out = [i for i, n in enumerate(names) if not n.startswith("real-")]
@@ -134,6 +136,7 @@ def main() -> None:
         "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads",
         "profile": profile.name,
         "draft_tokens": args.draft_tokens,
+        "dtype": str(engine.model.dtype).removeprefix("torch."),
     }
     real = [i for i in range(len(names)) if i not in held_out]
     for label, picked in (("held_out", held_out), ("real", real)):

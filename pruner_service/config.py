@@ -76,8 +76,9 @@ class Settings:
     prefix_cache_mb: int = field(
         default=1024,
         metadata={
-            "help": "MiB of recent prompts' KV caches kept so that a later prompt starting the "
-            "same way (a growing trace) prefills only what is new (0: off)"
+            "help": "MiB of recent prompts' KV caches kept (on the model's device) so that a "
+            "later prompt sharing at least half its tokens from the start (a growing trace) "
+            "prefills only what is new (0: off)"
         },
     )
     reused_rows: int = field(

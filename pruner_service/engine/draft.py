@@ -4,15 +4,18 @@ Every anchor the grammar lets the model write is a substring of the trace, so on
 open and has its first characters, the trace text that follows them is a likely continuation.
 The decoder feeds its tokens as a draft after the row's chosen tokens in the same forward pass
 and keeps the longest prefix that equals its own greedy choice under the grammar and the
-steering strategy (``hf.HFEngine._decide``): the output is the plain decode's, in fewer passes.
+steering strategy (``hf.HFEngine._decide``): the output is the plain decode's, in fewer passes
+(exactly in float32; in bfloat16 a pass verifying several tokens rounds differently from
+single-token passes, and near ties can go the other way).
 
 This is prompt-lookup decoding (A. Saxena, "Prompt Lookup Decoding", 2023; transformers'
 ``prompt_lookup_num_tokens``) matched on text rather than token n-grams: an anchor's first word
 is tokenized without the space or newline it has in the trace (``"Let`` against `` Let``), so
 the prompt's tokens rarely line up with the output's, while the text does. Where the anchor
 occurs several times, the continuation most of its occurrences share is drafted. After an
-anchor's key the space and quote that open the anchor are drafted too (the grammar does not
-force them: the tokenizer can also write them merged with the anchor's first characters).
+anchor's key the space and quote that open the anchor are drafted too (the grammar requires
+them, but llguidance's forced tokens stop before them: the tokenizer can also write them merged
+with the anchor's first characters).
 """
 
 from __future__ import annotations

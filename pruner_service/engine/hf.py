@@ -4,7 +4,8 @@ A request whose prompt fits the model's context is one row. A longer one is clea
 (``windows.split``): each window of the trace is a row with the question bounded to the
 profile's ``question_tokens`` (its start and end), and its commands carry the window as their
 scope. Rows are decoded in groups whose padded KV cache holds at most ``max_batch_tokens``
-positions, which bounds its memory whatever the trace's length.
+positions (plus, per row, up to ``MAX_HOLES`` masked positions of rejected drafts and one step's
+tokens), which bounds its memory whatever the trace's length.
 
 Rows of one group are left-padded into one tensor and decoded together with a KV cache; at
 every step each row's logits are masked by its own grammar matcher (llguidance), so each output
@@ -80,6 +81,30 @@ def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
             values.append(torch.nn.functional.pad(layer.values, pad))
         merged.update(torch.cat(keys), torch.cat(values), index)
     return merged
+
+
+MAX_HOLES = 64
+"""Most masked positions (draft tokens one row rejected while another kept its own, padding)
+the batch's KV cache holds beyond its longest row before it is compacted (``_compact``)."""
+
+
+def _compact(cache: Any, attention: torch.Tensor) -> torch.Tensor:
+    """Keeps only each row's unmasked positions in ``cache`` (in order, left-padded to the row
+    with the most) and returns the matching attention mask [rows, positions]. Position ids are
+    passed explicitly, so rows go on from where they were."""
+    keep = attention.bool()
+    width = int(keep.sum(dim=1).max())
+    index = torch.zeros((keep.shape[0], width), dtype=torch.long, device=attention.device)
+    mask = torch.zeros((keep.shape[0], width), dtype=attention.dtype, device=attention.device)
+    for i in range(keep.shape[0]):
+        columns = keep[i].nonzero().squeeze(1)
+        index[i, width - columns.numel() :] = columns
+        mask[i, width - columns.numel() :] = 1
+    for layer in cache.layers:
+        gather = index[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+        layer.keys = layer.keys.gather(2, gather)
+        layer.values = layer.values.gather(2, gather)
+    return mask
 
 
 def _scoped_json(command: AnchorCommand) -> dict[str, Any]:
@@ -160,6 +185,7 @@ class HFEngine:
         self.prefill_rows_separately = self.device.type == "cpu"
         self.jump_forward = profile.jump_forward
         self.draft_tokens = profile.draft_tokens
+        self.max_holes = MAX_HOLES
         self.steering = profile.steering
         self._guard_window = 2 * profile.max_anchor_chars + 32  # tokens: a whole command
         self.pad_id = self.tokenizer.pad_token_id
@@ -224,7 +250,10 @@ class HFEngine:
         ]
 
     def _row_key(self, spec: _Spec, budget: int) -> bytes:
-        return RowResults.key(spec.prompt_ids, spec.max_commands, budget, self.steering)
+        """The row's key for ``row_results``: its prompt, and its trace text (the grammar's
+        anchors come from it: two requests can render the same prompt from a different split
+        of question and trace), its command limit, the budget and the steering."""
+        return RowResults.key(spec.prompt_ids, spec.text, spec.max_commands, budget, self.steering)
 
     def _decode_group(
         self,
@@ -412,7 +441,8 @@ class HFEngine:
         """Decodes ``rows`` together until each is done. Each forward feeds every row's chosen
         and forced tokens, then its draft (``draft.AnchorLookup``); the draft tokens that equal
         the row's own choices are kept and the others are masked out of the cache (cut off it
-        when no row keeps them), so each row's output is exactly the plain decode's."""
+        when no row keeps them), so each row's output is the plain decode's (exactly in
+        float32)."""
         cache, logits, attention, positions = self._prefill(rows)
         bitmask = allocate_token_bitmask(len(rows), self.ll_tokenizer.vocab_size)
         pending = [self._decide(row, i, logits[i : i + 1], [], bitmask, max_new_tokens)[0]
@@ -436,6 +466,8 @@ class HFEngine:
             positions = positions + chunk_mask.sum(dim=1, keepdim=True)
             positions -= torch.tensor(rejected, device=self.device).unsqueeze(1)
             attention = self._drop_rejected(attention, cache, rejected)
+            if attention.shape[1] - int(attention.sum(dim=1).max()) > self.max_holes:
+                attention = _compact(cache, attention)
 
     def _draft(self, row: _Row, budget: int) -> list[int]:
         """The row's draft for the next forward: trace tokens that may continue its anchor."""
@@ -565,7 +597,7 @@ class HFEngine:
     def _keep_prefix(self, prompt_ids: list[int], cache: Any, row: int = 0, pad: int = 0) -> None:
         """Keeps row ``row`` of ``cache`` (after ``pad`` left-padding positions) for later
         prompts that start like ``prompt_ids``; a row of a batch is copied out of it."""
-        if not self.prefix_cache.max_bytes:
+        if not self.prefix_cache.fits(len(prompt_ids), cache):
             return
         whole = cache.layers[0].keys.shape[0] == 1
 

@@ -52,8 +52,8 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     are (float32, bfloat16, float16)."""
     if name != "auto":
         return name
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cuda":  # native bfloat16 from Ampere (compute capability 8.0) on
+        return "bfloat16" if torch.cuda.get_device_capability(device) >= (8, 0) else "float32"
     return "bfloat16" if device.type == "cpu" and fast_bf16_cpu() else "float32"
 
 
@@ -91,9 +91,10 @@ def load_model(
     profile: Profile, cache_dir: Path, device_name: str = "auto", dtype_name: str = ""
 ) -> LoadedModel:
     """Loads the profile's base model and tokenizer (``load_base``) in float32, merges its
-    adapter, and casts the model to its dtype (``dtype_name``, else the profile's; ``auto``
-    resolved for the device by ``resolve_dtype``), keeping the output projection in float32
-    (``Float32Head``)."""
+    adapter, and casts the model's parameters to its dtype (``dtype_name``, else the profile's;
+    ``auto`` resolved for the device by ``resolve_dtype``), keeping the output projection
+    (``Float32Head``) and the buffers (rotary frequencies: rounding them to bfloat16 shifts
+    positions far apart) in float32. Loading takes float32's host memory (twice bfloat16's)."""
     device = pick_device(device_name)
     name = resolve_dtype(dtype_name or profile.dtype, device)
     dtype = getattr(torch, name)
@@ -104,8 +105,9 @@ def load_model(
         model = merge_adapter(model, adapter)
     if dtype != torch.float32:
         head = Float32Head(model.get_output_embeddings())
-        model.to(dtype)
-        model.lm_head = head
+        for parameter in model.parameters():  # buffers (RoPE frequencies) stay float32
+            parameter.data = parameter.data.to(dtype)
+        model.set_output_embeddings(head)
     model.to(device).eval()
     log.info(
         "model_loaded",

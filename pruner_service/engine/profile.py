@@ -94,8 +94,8 @@ class Profile:
     jump_forward: bool = True
     """Feed the tokens the grammar forces without a forward pass each (output unchanged)."""
     draft_tokens: int = 8
-    """Most prompt tokens drafted per forward pass while an anchor is written (prompt lookup,
-    ``engine.draft``; output unchanged); 0: off."""
+    """Most trace tokens drafted per forward pass while an anchor is written (prompt lookup,
+    ``engine.draft``; output unchanged in float32); 0: off."""
     steering: SteeringMode = SteeringMode.NONE
     """What the decoder does with a command the anchor guard fails (``engine.steering``)."""
     window_tokens: int = 0

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from threading import Lock
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -82,6 +82,18 @@ class PrefixCache:
                 return 0, []
             self._entries.move_to_end(key)
         return best, [(k[..., :best, :], v[..., :best, :]) for k, v in layers]
+
+    def fits(self, tokens: int, cache: Any) -> bool:
+        """Whether one row of ``tokens`` positions of ``cache`` (a transformers KV cache of any
+        batch size) is at most ``max_bytes``: checked before a row is copied out of a batch."""
+        if not self.max_bytes:
+            return False
+        per_token = sum(
+            (layer.keys[0, :, 0].numel() * layer.keys.element_size()
+             + layer.values[0, :, 0].numel() * layer.values.element_size())
+            for layer in cache.layers
+        )  # fmt: skip
+        return bool(per_token * tokens <= self.max_bytes)
 
     def store(self, prompt_ids: Sequence[int], layers: Layers) -> None:
         """Keeps ``layers`` (the KV cache of exactly ``prompt_ids``), dropping the caches it

@@ -12,6 +12,7 @@ import torch
 from freelm_pruner_client.anchors import AnchorCommand, Status, resolve_anchor
 
 from pruner_service.domain import PruneOptions, PruneRequest
+from pruner_service.engine import hf
 from pruner_service.engine.grammar import (
     parse_commands,
 )
@@ -469,6 +470,8 @@ def test_bfloat16_weights_keep_the_output_projection_in_float32(cache_dir: Path)
     full = load_model(profile, cache_dir, "cpu", "float32")
     assert half.dtype == torch.bfloat16 and isinstance(half.model.lm_head, Float32Head)
     assert half.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert half.model.model.rotary_emb.inv_freq.dtype == torch.float32  # positions stay exact
+    assert half.model.get_output_embeddings() is half.model.lm_head
     assert not isinstance(full.model.lm_head, Float32Head)
     ids = torch.tensor([full.tokenizer(REALISTIC_TRACE)["input_ids"][:200]])
     with torch.inference_mode():
@@ -477,3 +480,38 @@ def test_bfloat16_weights_keep_the_output_projection_in_float32(cache_dir: Path)
     assert low.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(low, high, dim=0) > 0.99
     assert int(low.argmax()) == int(high.argmax())
+
+
+def test_a_batch_compacting_its_cache_every_step_decodes_as_each_row_alone(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = list(generate(3, seed=2, family="eval"))
+    batch = [PruneRequest(r["id"], r["trace"], r["question"], PruneOptions()) for r in records]
+    batch += requests([REAL_STYLE_TRACE])
+    alone = [shipped.propose([r])[0] for r in batch]
+    widths: list[int] = []
+    original = hf._compact
+    monkeypatch.setattr(hf, "_compact", lambda c, a: widths.append(a.shape[1]) or original(c, a))
+    monkeypatch.setattr(shipped, "max_holes", 0)  # compact whenever a row rejected a draft
+    together = shipped.propose(batch)
+    assert widths, "rows rejected drafts while others kept theirs"
+    assert [p.raw_output for p in together] == [p.raw_output for p in alone]
+
+
+def test_two_requests_rendering_one_prompt_are_not_given_each_others_rows(
+    shipped: HFEngine,
+) -> None:
+    engine = _engine_like(shipped, 0, 64)
+    first = PruneRequest("a", REAL_STYLE_TRACE, "What is 2^100 mod 7?\n\nReasoning:\nNote.",
+                         PruneOptions())  # fmt: skip
+    second = PruneRequest("b", "Note.\n\nReasoning:\n" + REAL_STYLE_TRACE, "What is 2^100 mod 7?",
+                          PruneOptions())  # fmt: skip
+    render = [render_prompt(engine.profile.template, r.trace, r.question) for r in (first, second)]
+    assert render[0] == render[1]  # the same prompt from a different split
+    decoded: list[int] = []
+    original = engine._decode
+    engine._decode = lambda rows, budget: decoded.append(len(rows)) or original(rows, budget)  # type: ignore[method-assign]
+    engine.propose([first])
+    engine.propose([second])
+    engine.propose([first])
+    assert decoded == [1, 1]  # the second decoded for itself; the first's repeat reused

@@ -72,6 +72,21 @@ def test_a_newer_version_of_a_growing_prompt_replaces_the_older() -> None:
     assert cache.longest(ids(40))[0] == 38  # from the newer version
 
 
+def test_a_row_too_large_to_keep_is_known_before_it_is_copied() -> None:
+    class Layer:
+        keys = torch.zeros(4, 3, 10, 8)  # a batch of 4 rows: 3 heads, 10 positions, 8 dims
+        values = torch.zeros(4, 3, 10, 8)
+
+    class Cache:
+        def __init__(self) -> None:
+            self.layers = [Layer(), Layer()]
+
+    per_token = 2 * 2 * 3 * 8 * 4  # two layers of keys and values, float32
+    assert PrefixCache(10 * per_token).fits(10, Cache())
+    assert not PrefixCache(10 * per_token - 1).fits(10, Cache())
+    assert not PrefixCache(0).fits(1, Cache())
+
+
 def test_off_keeps_nothing() -> None:
     cache = PrefixCache(0)
     cache.store(ids(40), layers(ids(40)))
