@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import threading
 import time
@@ -36,7 +35,7 @@ from freelm.pruner.v1 import pruner_pb2_grpc as pb_grpc
 
 from pruner_service.assembly import build_service
 from pruner_service.config import settings_from
-from pruner_service.engine.load import fast_bf16_cpu
+from pruner_service.engine.load import cpu_name, fast_bf16_cpu
 from pruner_service.engine.prompt import render_prompt
 from pruner_service.logging import configure_logging
 from pruner_service.server import build_server
@@ -72,16 +71,6 @@ def prune_once(stub: pb_grpc.PrunerStub, trace: str) -> tuple[float, pb.PruneRes
     started = time.perf_counter()
     reply = stub.Prune(pb.PruneRequest(trace=trace), timeout=600)
     return time.perf_counter() - started, reply
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def floor_model(model):

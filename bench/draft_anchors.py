@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,22 +27,12 @@ from tqdm import tqdm
 from pruner_service.config import settings_from
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.hf import HFEngine
-from pruner_service.engine.load import load_model
+from pruner_service.engine.load import cpu_name, load_model
 from pruner_service.engine.profile import Profile
 from pruner_service.logging import configure_logging
 from pruner_service.training.data import generate
 
 REAL_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_traces.jsonl"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def requests(engine: HFEngine, count: int, real: int, real_tokens: int) -> list[PruneRequest]:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from pruner_service.assembly import build_service
 from pruner_service.config import settings_from
+from pruner_service.engine.load import cpu_name
 from pruner_service.logging import configure_logging
 from pruner_service.server import build_server
 
@@ -39,16 +40,6 @@ FALLBACK = (
     "Let me work out step {i}. The running total was {a}, and adding {b} gives {c}. "
     "Hmm, wait, let me double-check that: {a} + {b} = {c}. Yes, that is right.\n\n"
 )
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def long_trace(real: bool = True) -> tuple[str, str, str]:

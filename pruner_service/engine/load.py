@@ -7,6 +7,7 @@ Knows nothing about prompts or decoding.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``model name`` in /proc/cpuinfo, else ``platform``'s), so that a
+    figure or a log line says which CPU it is from."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def fast_bf16_cpu() -> bool:
@@ -116,6 +128,7 @@ def load_model(
         adapter=adapter.adapter_id if adapter else None,
         dtype=name,
         device=str(device),
+        cpu=cpu_name() if device.type == "cpu" else None,
         cpu_bf16=fast_bf16_cpu() if device.type == "cpu" else None,
     )
     return LoadedModel(model, tokenizer, adapter, device, dtype)
