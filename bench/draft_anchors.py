@@ -56,27 +56,15 @@ def requests(engine: HFEngine, count: int, real: int, real_tokens: int) -> list[
 
 def run(engine: HFEngine, batch: list[PruneRequest], draft: int, size: int) -> dict[str, Any]:
     """Each request's raw output, forward passes and seconds, in groups of ``size``."""
-    calls = 0
-    forward = engine._forward
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return forward(*args, **kwargs)
-
-    engine._forward = counting  # type: ignore[method-assign]
     engine.draft_tokens = draft
     outputs, forwards, seconds = [], [], []
-    try:
-        for start in tqdm(range(0, len(batch), size), desc=f"draft {draft}, batch {size}"):
-            calls = 0
-            started = time.perf_counter()
-            proposals = engine.propose(batch[start : start + size])
-            seconds.append(time.perf_counter() - started)
-            forwards.append(calls)
-            outputs += [p if isinstance(p, Exception) else p.raw_output for p in proposals]
-    finally:
-        del engine._forward
+    for start in tqdm(range(0, len(batch), size), desc=f"draft {draft}, batch {size}"):
+        before = engine.forward_passes
+        started = time.perf_counter()
+        proposals = engine.propose(batch[start : start + size])
+        seconds.append(time.perf_counter() - started)
+        forwards.append(engine.forward_passes - before)
+        outputs += [p if isinstance(p, Exception) else p.raw_output for p in proposals]
     return {"outputs": [str(o) for o in outputs], "forwards": forwards, "seconds": seconds}
 
 

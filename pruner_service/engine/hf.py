@@ -69,9 +69,17 @@ def _tokens_containing(tokenizer: Any, text: str) -> dict[int, str]:
     return heads
 
 
+def _cache_of(layers: Layers) -> DynamicCache:
+    """A KV cache holding ``layers`` (per layer, keys and values [rows, heads, positions, dim])."""
+    cache = DynamicCache()
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
+
+
 def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
     """One batch cache from single-row caches, each left-padded with zeros to ``width``."""
-    merged = DynamicCache()
+    layers = []
     for index in range(len(caches[0].layers)):
         keys, values = [], []
         for cache in caches:
@@ -79,8 +87,8 @@ def _merge_caches(caches: list[Any], width: int) -> DynamicCache:
             pad = (0, 0, width - layer.keys.shape[-2], 0)
             keys.append(torch.nn.functional.pad(layer.keys, pad))
             values.append(torch.nn.functional.pad(layer.values, pad))
-        merged.update(torch.cat(keys), torch.cat(values), index)
-    return merged
+        layers.append((torch.cat(keys), torch.cat(values)))
+    return _cache_of(layers)
 
 
 MAX_HOLES = 64
@@ -186,6 +194,8 @@ class HFEngine:
         self.jump_forward = profile.jump_forward
         self.draft_tokens = profile.draft_tokens
         self.max_holes = MAX_HOLES
+        self.forward_passes = 0
+        """Forward passes run since the engine was built (prefills and decode steps)."""
         self.steering = profile.steering
         self._guard_window = 2 * profile.max_anchor_chars + 32  # tokens: a whole command
         self.pad_id = self.tokenizer.pad_token_id
@@ -538,6 +548,7 @@ class HFEngine:
         keep: int = 1,
     ) -> Any:
         """One forward pass; the logits of the last ``keep`` positions."""
+        self.forward_passes += 1
         return self.model(
             input_ids=input_ids,
             attention_mask=attention,
@@ -583,9 +594,7 @@ class HFEngine:
         cache = None
         positions = None
         if shared:
-            cache = DynamicCache()
-            for index, (keys, values) in enumerate(layers):
-                cache.update(keys, values, index)
+            cache = _cache_of(layers)
             positions = torch.arange(shared, len(prompt_ids), device=self.device).unsqueeze(0)
         ids = torch.tensor([prompt_ids[shared:]], device=self.device)
         mask = torch.ones((1, len(prompt_ids)), dtype=torch.long, device=self.device)

@@ -71,6 +71,8 @@ class PrefixCache:
         ``MIN_REUSED_TOKENS`` and ``MIN_REUSED_SHARE`` of the prompt, at most all but the last
         token, whose logits a prefill must compute) and their KV cache (views, never written);
         ``(0, [])`` when none does."""
+        if not self._entries:
+            return 0, []
         ids = np.asarray(prompt_ids, dtype=np.int64)
         best, layers, key = 0, [], None
         with self._lock:
