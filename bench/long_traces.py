@@ -26,7 +26,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,12 @@ def material(chars: int) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def default_server() -> Iterator[tuple[str, int]]:
-    """A ``freelm-pruner serve`` process with the shipped default profile and settings, once it
-    is SERVING: its address and process id."""
+def default_server(flags: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """A ``freelm-pruner serve`` process with the shipped default profile and settings (plus
+    ``flags``), once it is SERVING: its address and process id."""
+    command = [sys.executable, "-m", "pruner_service", "serve", "--port", "0"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "pruner_service", "serve", "--port", "0", "--log-level", "warning"],
+        [*command, "--log-level", "warning", *flags],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -10,8 +10,11 @@ and decoded rows kept, ``--prefix-cache-mb`` and ``--reused-rows``) and on one w
 Traces: the longest of ``../shared/data/real_traces.jsonl`` when present, else a built-in
 paragraph set. Writes a JSON result file and prints it.
 
+With ``--window-tokens N`` both servers read at most N trace tokens per call (the rest in
+windows, unchanged ones reused): the setting that bounds a round's cost.
+
     .venv/bin/python bench/loop_reuse.py [--rounds 10] [--step 512] [--small 64]
-        [--out bench/results/loop_reuse.json]
+        [--window-tokens 0] [--out bench/results/loop_reuse.json]
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--step", type=int, default=512, help="tokens added per round")
     parser.add_argument("--small", type=int, default=64, help="tokens of the small growth")
     parser.add_argument("--profile", default="smollm2-135m", help="profile name or path")
+    parser.add_argument(
+        "--window-tokens", type=int, default=0,
+        help="the servers' --window-tokens (0: the profile's; the default reads the whole trace)",
+    )  # fmt: skip
     parser.add_argument("--builtin-trace", action="store_true", help="never read ../shared")
     parser.add_argument("--out", type=Path, default=Path("bench/results/loop_reuse.json"))
     return parser.parse_args()
@@ -97,7 +104,8 @@ def _arguments() -> argparse.Namespace:
 def main() -> None:
     args = _arguments()
     configure_logging("warning", "console")
-    base = {"port": 0, "device": "cpu", "profile": args.profile, "max_wait_ms": 5.0}
+    base = {"port": 0, "device": "cpu", "profile": args.profile, "max_wait_ms": 5.0,
+            "window_tokens": args.window_tokens}  # fmt: skip
     source, question, trace = long_trace(real=not args.builtin_trace)
     from transformers import AutoTokenizer
 
@@ -114,6 +122,7 @@ def main() -> None:
     result = {
         "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads",
         "profile": args.profile,
+        "window_tokens": args.window_tokens,
         "trace": source,
         "round_tokens": lengths,
         "reuse_s": reuse[:-1],

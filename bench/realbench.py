@@ -86,10 +86,13 @@ def main() -> None:
     )
     parser.add_argument("--realbench", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path, default=Path("bench/results/realbench.json"))
+    parser.add_argument("--window-tokens", type=int, default=0,
+                        help="the server's --window-tokens (0: the default's)")  # fmt: skip
     args = parser.parse_args()
     score, bench, order, data = load_realbench(args.realbench)
     records = [bench[i] for i in order]
-    with default_server() as (address, _):
+    flags = ["--window-tokens", str(args.window_tokens)] if args.window_tokens else []
+    with default_server(flags) as (address, _):
         started = time.perf_counter()
         service = predict(address, records, loops=True)
         model = predict(address, records, loops=False)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import structlog
@@ -64,7 +65,11 @@ def build_service(
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {settings.dtype!r}")
     if settings.prefix_cache_mb < 0 or settings.reused_rows < 0:
         raise ValueError("--prefix-cache-mb and --reused-rows must be at least 0")
+    if settings.window_tokens < 0:
+        raise ValueError(f"--window-tokens must be at least 0, got {settings.window_tokens}")
     profile = Profile.load(settings.profile).with_paths(settings.model_path, settings.adapter_path)
+    if settings.window_tokens:
+        profile = dataclasses.replace(profile, window_tokens=settings.window_tokens)
     limits = Limits(settings.max_trace_chars, settings.max_question_chars, profile.max_commands)
     make_engine = make_engine or engine_factory(settings, profile)
     if not settings.redis:

@@ -73,6 +73,15 @@ class Settings:
     max_new_tokens: int = field(
         default=0, metadata={"help": "override the profile's output token budget (0: keep)"}
     )
+    window_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "most trace tokens one model call reads, overriding the profile's: a longer "
+            "trace is cleaned in windows of at most this many, and a window whose text is "
+            "unchanged since an earlier call is not decoded again, so a growing trace costs "
+            "about one window per call (0: the profile's; its default, as many as fit)"
+        },
+    )
     prefix_cache_mb: int = field(
         default=1024,
         metadata={

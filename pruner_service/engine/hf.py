@@ -352,13 +352,14 @@ class HFEngine:
         return ids
 
     def _plan(self, request: PruneRequest) -> _Plan:
-        """The request's rows: one when its whole prompt fits the context (exactly as a short
-        trace always was), else one per window. Raises ``InvalidArgument`` when a row cannot
-        be built."""
+        """The request's rows: one when its whole prompt fits the context and its trace has at
+        most the profile's ``window_tokens`` tokens (when set), exactly as a short trace always
+        was; else one per window. Raises ``InvalidArgument`` when a row cannot be built."""
         budget = self.profile.context_tokens - self.max_new_tokens
         max_commands = max(min(request.options.max_commands, self.profile.max_commands), 1)
         prompt = render_prompt(self.profile.template, request.trace, request.question)
-        if len(prompt) <= 32 * budget:  # longer can never fit: skip tokenizing it
+        cap = self.profile.window_tokens
+        if len(prompt) <= 32 * budget and not (cap and len(self._tokens(request.trace)) > cap):
             ids = self._tokens(prompt)
             if len(ids) <= budget:
                 spec = _Spec(ids, request.trace, max_commands)

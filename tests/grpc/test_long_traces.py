@@ -66,6 +66,15 @@ def default_served(cache_dir: Path) -> Iterator[str]:
     yield from running_server(Settings(port=0, cache_dir=cache_dir, device="cpu"))
 
 
+@pytest.fixture(scope="module")
+def loop_served(cache_dir: Path) -> Iterator[str]:
+    """A real server with the few-shot test profile (no windows of its own, a 1,024-token
+    context) and ``--window-tokens 96``, as a deployment serving growing traces runs it."""
+    settings = Settings(port=0, profile=str(FEWSHOT_PROFILE), cache_dir=cache_dir, device="cpu",
+                        max_batch=4, max_wait_ms=20, window_tokens=96)  # fmt: skip
+    yield from running_server(settings)
+
+
 def stub(address: str) -> pb_grpc.PrunerStub:
     options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
     return pb_grpc.PrunerStub(grpc.insecure_channel(address, options=options))
@@ -135,3 +144,25 @@ def test_09a_a_trace_over_the_context_but_under_the_char_limit_is_pruned(
     assert reply.usage.windows == 2
     assert reply.pruned_trace == CJK_SETUP + "\n" + CJK_CHECK + "\n" + CJK_ANSWER
     assert reply.pruned_trace == apply_deletions(trace, reply.deletions)
+
+
+def test_window_tokens_bounds_each_call_of_a_trace_that_fits_the_context(
+    loop_served: str,
+) -> None:
+    """``--window-tokens`` caps what one model call reads even when the whole trace fits the
+    context: a trace of a few hundred tokens takes several windows, a short one stays whole,
+    and the grown trace keeps the same cleaned head (its unchanged windows are reused)."""
+    info = stub(loop_served).GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    assert info.window_tokens == 96 and info.max_context_tokens >= 1024
+    trace = "\n\n".join(long_trace().split("\n\n")[:6])
+    reply = stub(loop_served).Prune(pb.PruneRequest(trace=trace), timeout=900)
+    assert reply.usage.prompt_tokens < info.max_context_tokens, "the whole trace would fit"
+    assert reply.usage.windows >= 3
+    assert reply.pruned_trace == apply_deletions(trace, reply.deletions)
+    short = stub(loop_served).Prune(pb.PruneRequest(trace="So 4. Answer: 4."), timeout=60)
+    assert short.usage.windows == 1
+    grown = trace + "\n\nSo the tank holds 458 litres after 6 hours."
+    again = stub(loop_served).Prune(pb.PruneRequest(trace=grown), timeout=900)
+    assert again.usage.windows >= reply.usage.windows
+    head = [(d.start, d.end) for d in reply.deletions if d.end <= len(trace) - 200]
+    assert head == [(d.start, d.end) for d in again.deletions if d.end <= len(trace) - 200]

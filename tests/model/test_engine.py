@@ -437,6 +437,18 @@ def test_an_unchanged_window_is_not_decoded_again(shipped: HFEngine) -> None:
     assert again == cold
 
 
+def test_window_tokens_windows_a_trace_that_fits_the_context(shipped: HFEngine) -> None:
+    trace = REAL_STYLE_TRACE * 2
+    whole = _engine_like(shipped, 0, 0).propose(requests([trace]))[0]
+    capped = _engine_like(shipped, 0, 0, window_tokens=200).propose(requests([trace]))[0]
+    assert not isinstance(whole, Exception) and not isinstance(capped, Exception)
+    assert whole.windows == 1 and whole.prompt_tokens < shipped.profile.context_tokens
+    assert capped.windows >= 2
+    assert all(c.scope is not None for c in capped.commands)
+    short = _engine_like(shipped, 0, 0, window_tokens=200).propose(requests([TRACES[1]]))[0]
+    assert not isinstance(short, Exception) and short.windows == 1
+
+
 def test_bfloat16_weights_keep_the_output_projection_in_float32(cache_dir: Path) -> None:
     profile = Profile.load("smollm2-135m")
     half = load_model(profile, cache_dir, "cpu", "bfloat16")
