@@ -1,7 +1,7 @@
 """Encoding jobs and results for the Redis queue: protobuf bytes, never pickle.
 
-Also the content hash that keys the result cache: model, adapter, template, options, question
-and trace, so a repeated or redelivered job is answered without computing it again.
+Also the content hash that keys the result cache: model, adapter, template, windows, options,
+question and trace, so a repeated or redelivered job is answered without computing it again.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from pruner_service.job import Job
 
 
 def content_hash(info: EngineInfo, request: PruneRequest) -> str:
-    """The cache key of ``request`` under the model, adapter and template of ``info``."""
+    """The cache key of ``request`` under the model, adapter, template and windows (what one
+    call reads: ``window_tokens``, overlap, question tokens) of ``info``: a hex SHA-256."""
     digest = hashlib.sha256()
     options = json.dumps(dataclasses.asdict(request.options), sort_keys=True)
+    windows = f"{info.window_tokens}/{info.window_overlap_tokens}/{info.question_tokens}"
     parts = (
         info.model_id,
         info.adapter_id,
         info.adapter_version,
         info.template_sha256,
+        windows,
         options,
         request.question,
         request.trace,
