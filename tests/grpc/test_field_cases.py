@@ -62,3 +62,15 @@ def test_07_a_chinese_loop_is_collapsed(channel) -> None:
 def test_08_the_answer_before_a_closing_think_line_is_kept(channel) -> None:
     reply = prune(channel, fc.THINK_TAG, fc.THINK_TAG_QUESTION)
     assert reply.pruned_trace.endswith("So the capital is Canberra.\n</think>\n")
+
+
+def test_identical_lines_of_an_enumeration_are_kept(channel) -> None:
+    """Issue kind: the collapser deleted deliberate per-digit lines of a conversion."""
+    digits = "B is 1011 in binary.\n" * 4
+    lead = "Convert 0xBBBB to binary, one hex digit at a time:\n"
+    trace = f"{lead}{digits}So 0xBBBB is 1011101110111011."
+    reply = pb_grpc.PrunerStub(channel).Prune(
+        pb.PruneRequest(trace=trace, options=pb.PruneOptions(max_commands=0)), timeout=300
+    )
+    assert reply.pruned_trace == trace
+    assert not any(c.source == pb.LOOP for c in reply.cancellations)

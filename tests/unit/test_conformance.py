@@ -14,9 +14,10 @@ from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
 
 FOLDER = Path(__file__).resolve().parents[2] / "proto" / "conformance"
-VECTORS = FOLDER / "anchor_vectors_v3.json"
+VECTORS = FOLDER / "anchor_vectors_v4.json"
 CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
 V2 = json.loads((FOLDER / "anchor_vectors_v2.json").read_text(encoding="utf-8"))["cases"]
+V3 = json.loads((FOLDER / "anchor_vectors_v3.json").read_text(encoding="utf-8"))["cases"]
 
 
 def test_the_committed_vectors_are_what_the_resolver_generates() -> None:
@@ -26,6 +27,14 @@ def test_the_committed_vectors_are_what_the_resolver_generates() -> None:
 def test_the_version_2_vectors_still_pass_unchanged_and_open_version_3() -> None:
     assert check({"cases": V2}) == []
     assert CASES[: len(V2)] == V2
+
+
+def test_the_version_3_vectors_still_pass_unchanged_and_open_version_4() -> None:
+    assert check({"cases": V3}) == []
+    assert CASES[: len(V3)] == V3
+    added = {case["name"]: case for case in CASES[len(V3) :]}
+    assert added["enumeration_after_colon_not_a_loop"]["expect"]["deletions"] == []
+    assert added["remarks_after_colon_still_a_loop"]["expect"]["deletions"] != []
 
 
 def test_scoped_cases_cover_every_status_and_non_ascii_text() -> None:

@@ -217,3 +217,32 @@ def test_per_digit_lines_and_code_list_items_are_not_loops() -> None:
     assert loop_spans(text) == []
     program = 'program = [\n    "LOAD 4",\n    "SWP",\n    "SWP",\n    "SWP",\n    "POP",\n]\nDone.'
     assert loop_spans(program) == []
+
+
+def test_identical_items_of_an_enumeration_are_not_a_loop() -> None:
+    """One item per digit, case or element: the copies' number carries information."""
+    octal = (
+        "Octal 777 digit by digit:\n7 is 111 in binary.\n7 is 111 in binary.\n7 is 111 in binary.\n"
+    )
+    assert loop_spans(octal + "So 777 is 111111111.") == []
+    cases = (
+        "The four cases:\nCase n mod 4: remainder is 1.\n" + "Case n mod 4: remainder is 1.\n" * 3
+    )
+    assert loop_spans(cases + "All give 1.") == []
+    bullets = "Checks\n* f(1) = 0 holds.\n* f(1) = 0 holds.\n* f(1) = 0 holds.\nDone."
+    assert loop_spans(bullets) == []
+    fullwidth = "每一位：\n七等于111。\n七等于111。\n七等于111。\n所以是111111111。"
+    assert loop_spans(fullwidth) == []
+
+
+def test_remarks_and_data_outside_a_list_still_loop() -> None:
+    """A list marker or a colon lead-in only shields lines that hold data; the list ends at a
+    line without data or a blank line."""
+    remarks = "Check:\nHmm, let me think.\nHmm, let me think.\nHmm, let me think.\nOK."
+    assert len(loop_spans(remarks)) == 2
+    hedges = "- Wait, let me check.\n- Wait, let me check.\n- Wait, let me check.\nSo 5."
+    assert len(loop_spans(hedges)) == 2
+    after = "Values:\n1 -> 2\nThat is all.\nSo y = 9.\nSo y = 9.\nSo y = 9.\nDone."
+    assert len(loop_spans(after)) == 2, "the list ended at a line without data"
+    blank = "Values:\n1 -> 2\n\nSo y = 9.\nSo y = 9.\nSo y = 9.\nDone."
+    assert len(loop_spans(blank)) == 2, "the list ended at the blank line"

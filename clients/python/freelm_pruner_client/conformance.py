@@ -1,6 +1,6 @@
 """Conformance vectors: language-neutral cases of the anchor semantics and the loop collapser.
 
-The vectors file (``proto/conformance/anchor_vectors_v3.json``) is generated from the normative
+The vectors file (``proto/conformance/anchor_vectors_v4.json``) is generated from the normative
 resolver by this module and checked by the server's and the client's tests, so an implementation
 in another language proves it agrees by passing every case.
 
@@ -20,8 +20,8 @@ word content, signed numbers), and each expectation lists its ``cancellations``.
 scoped commands (a long trace's window): every version 2 case is in version 3 unchanged, and the
 version 2 file still passes (a command without a scope resolves against the whole trace).
 
-    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v3.json
-    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v3.json
+    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v4.json
+    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v4.json
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Span, prune
 from freelm_pruner_client.loop_collapser import loop_spans
 
-VERSION = 3
+VERSION = 4
 _SEED = 20260215
 
 
@@ -447,12 +447,39 @@ def _random_scoped_cases(count: int) -> Iterator[dict[str, Any]]:
         )
 
 
+def _enumeration_cases() -> Iterator[dict[str, Any]]:
+    """Identical lines that are items of an enumeration (data in a list, or after a lead-in
+    ending with a colon) are not loops; identical remarks there, and data lines outside a list,
+    still are."""
+    digits = "A is 1010 in binary.\n" * 4
+    yield _case(
+        "enumeration_after_colon_not_a_loop",
+        f"Each hex digit of AAAA:\n{digits}So AAAA is 1010101010101010.",
+        [],
+        loops=True,
+    )
+    roots = "- x = 2 satisfies the equation.\n" * 3
+    yield _case(
+        "enumeration_list_items_not_a_loop", f"Roots\n{roots}A triple root.", [], loops=True
+    )
+    yield _case(
+        "remarks_after_colon_still_a_loop",
+        "Let me recheck:\nWait, no.\nWait, no.\nWait, no.\nSo 5.",
+        [],
+        loops=True,
+    )
+    yield _case(
+        "data_lines_outside_a_list_still_a_loop", "So x = 5.\n" * 4 + "Done.", [], loops=True
+    )
+
+
 def generate() -> dict[str, Any]:
     """All vectors: the handwritten cases, then seeded random ones (version 2's cases first,
-    unchanged, then the scoped ones)."""
+    unchanged, then version 3's scoped ones, then version 4's enumerations)."""
     cases = list(_handwritten()) + list(_random_cases(200)) + list(_random_loop_cases(60))
     cases += list(_random_result_cases(40))
     cases += list(_scoped_cases()) + list(_random_scoped_cases(60))
+    cases += list(_enumeration_cases())
     return {"version": VERSION, "cases": cases}
 
 

@@ -11,15 +11,20 @@ before it plus the copy (for a phrase, from the end of the previous copy's last 
 its own, so the sentence keeps its final punctuation).
 
 Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
-break any run. Periods are collapsed shortest first, each pass over the units the previous passes
-kept, so a loop of period 2 made of period-1 loops is still found. Time is linear in the text
-(``MAX_PERIOD`` and ``MAX_PHRASE_WORDS`` passes over its units).
+break any run. So are the items of an enumeration (``enumeration_lines``): a line that holds data
+(a digit or a relation) and is a list item, or one of the lines that follow a lead-in ending with
+a colon. Identical items there are one per digit, case or element (``A is 1010 in binary.`` four
+times for ``AAAA``): their number carries information, so they are not a loop. Periods are
+collapsed shortest first, each pass over the units the previous passes kept, so a loop of period 2
+made of period-1 loops is still found. Time is linear in the text (``MAX_PERIOD`` and
+``MAX_PHRASE_WORDS`` passes over its units).
 
 It only computes spans. Protection and merging with model spans happen in ``anchors.prune``.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections import Counter
@@ -48,6 +53,13 @@ one whose word characters are less than a third letters (``6 is 0110``, ``1 1 1`
 are data, one per case or digit, not reasoning."""
 
 _TRAILING = ".,;:!?\u3002\uff61\uff01\uff1f\u3001\uff0c\u2026"
+_LIST_MARKER = re.compile(
+    r"[ \t]*(?:[-*+\u2022\u2023\u25e6]|\d{1,3}[.)]|[A-Za-z][.)]|\([A-Za-z0-9]{1,4}\))[ \t]"
+)
+"""A list item's marker at a line start: a bullet (``-``, ``*``, ``+``, ``•``) or an enumerator
+(``1.``, ``b)``, ``(iv)``), then a space."""
+_DATA = re.compile(r"\d|->|=|\u2192|<|>")
+"""What makes a line data rather than a remark: a digit or a relation (``=``, ``->``, ``→``)."""
 _WORD = re.compile(r"\w")
 _TOKEN = re.compile(r"\S+")
 
@@ -78,17 +90,45 @@ def _unit(text: str, start: int, end: int, atomic: bool = False) -> _Unit:
     return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core))
 
 
+def enumeration_lines(segmentation: Segmentation) -> list[Span]:
+    """The lines of ``segmentation`` that are items of an enumeration, in order: each holds data
+    (a digit, ``=``, ``->``, ``→``, ``<`` or ``>``) and either starts with a list marker (a
+    bullet or an enumerator such as ``1.``, ``b)``, ``(iv)``, then a space) or belongs to the
+    lines right after a line ending with a colon (up to the first blank line or line without
+    data)."""
+    text = segmentation.text
+    found: list[Span] = []
+    listed = False  # inside the lines that follow a lead-in ending with a colon
+    for line in segmentation.lines:
+        content = text[line.start : line.end]
+        if not content.strip():
+            listed = False
+            continue
+        data = _DATA.search(content) is not None
+        if data and (listed or _LIST_MARKER.match(content)):
+            found.append(Span(line.start, line.end))
+        listed = (listed and data) or content.rstrip().endswith((":", "\uff1a"))
+    return found
+
+
 def _levels(segmentation: Segmentation) -> Iterator[list[_Unit]]:
     text = segmentation.text
-    yield [_unit(text, s, e, atomic) for s, e, atomic in segmentation.paragraphs]
+    items = enumeration_lines(segmentation)
+    starts = [item.start for item in items]
+
+    def listed(start: int) -> bool:  # a unit starting inside an enumeration item
+        i = bisect.bisect_right(starts, start) - 1
+        return i >= 0 and start < items[i].end
+
+    yield [_unit(text, s, e, atomic or listed(s)) for s, e, atomic in segmentation.paragraphs]
     units = []
     for index, line in enumerate(segmentation.lines):
         if line.blank(text):
             continue
         block = segmentation.block_of_line(index)
-        units.append(_unit(text, line.start, line.end, _atomic(block)))
+        units.append(_unit(text, line.start, line.end, _atomic(block) or listed(line.start)))
     yield units
-    yield [_unit(text, s, e, _atomic(b)) for s, e, b in segmentation.sentences]
+    yield [_unit(text, s, e, _atomic(b) or listed(s)) for s, e, b in segmentation.sentences]
 
 
 def _atomic(block: object) -> bool:
