@@ -26,6 +26,10 @@ log = structlog.get_logger(__name__)
 
 ROLES = ("all", "frontend", "worker")
 
+MIN_WINDOW_TOKENS = 64
+"""The smallest ``--window-tokens``: a window must hold a few sentences for the model to find
+anything redundant in it (a command's two anchors alone take up to 2 x 48 characters)."""
+
 
 def engine_factory(settings: Settings, profile: Profile) -> Callable[[], Engine]:
     """Loads the profile's model (with its Free-Module merged) when called."""
@@ -65,8 +69,9 @@ def build_service(
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {settings.dtype!r}")
     if settings.prefix_cache_mb < 0 or settings.reused_rows < 0:
         raise ValueError("--prefix-cache-mb and --reused-rows must be at least 0")
-    if settings.window_tokens < 0:
-        raise ValueError(f"--window-tokens must be at least 0, got {settings.window_tokens}")
+    if settings.window_tokens < 0 or 0 < settings.window_tokens < MIN_WINDOW_TOKENS:
+        raise ValueError(f"--window-tokens must be 0 (the profile's) or at least "
+                         f"{MIN_WINDOW_TOKENS}, got {settings.window_tokens}")  # fmt: skip
     profile = Profile.load(settings.profile).with_paths(settings.model_path, settings.adapter_path)
     if settings.window_tokens:
         profile = dataclasses.replace(profile, window_tokens=settings.window_tokens)

@@ -76,10 +76,12 @@ class Settings:
     window_tokens: int = field(
         default=0,
         metadata={
-            "help": "most trace tokens one model call reads, overriding the profile's: a longer "
-            "trace is cleaned in windows of at most this many, and a window whose text is "
-            "unchanged since an earlier call is not decoded again, so a growing trace costs "
-            "about one window per call (0: the profile's; its default, as many as fit)"
+            "help": "most trace tokens one model call reads, overriding the profile's (at least "
+            "64; capped by what the context leaves): a longer trace is cleaned in windows of at "
+            "most this many, even when it fits the context, and with --reused-rows a window "
+            "whose text and question are unchanged since an earlier call is not decoded again, "
+            "so a growing trace costs about one window per call (0: the profile's; its default, "
+            "as many as fit)"
         },
     )
     prefix_cache_mb: int = field(

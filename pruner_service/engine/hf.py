@@ -1,7 +1,8 @@
 """The transformers engine: batched prefill and greedy decoding under the command grammar.
 
-A request whose prompt fits the model's context is one row. A longer one is cleaned in windows
-(``windows.split``): each window of the trace is a row with the question bounded to the
+A request whose prompt fits the model's context is one row, unless its trace has more than the
+profile's ``window_tokens`` (when set: ``serve --window-tokens``). A longer one is cleaned in
+windows (``windows.split``): each window of the trace is a row with the question bounded to the
 profile's ``question_tokens`` (its start and end), and its commands carry the window as their
 scope. Rows are decoded in groups whose padded KV cache holds at most ``max_batch_tokens``
 positions (plus, per row, up to ``MAX_HOLES`` masked positions of rejected drafts and one step's

@@ -99,7 +99,8 @@ class Profile:
     steering: SteeringMode = SteeringMode.NONE
     """What the decoder does with a command the anchor guard fails (``engine.steering``)."""
     window_tokens: int = 0
-    """Most trace tokens in one window of a long trace; 0: as many as the context leaves."""
+    """Most trace tokens one model call reads: a longer trace is cleaned in windows of at most
+    this many, even when it fits the context; 0: as many as the context leaves."""
     window_overlap_tokens: int = 0
     """Tokens of overlap between consecutive windows (at most)."""
     question_tokens: int = 512

@@ -1,6 +1,7 @@
 """Windows of a long trace: ranges (``Span``, code points) that each fit one model call.
 
-A trace whose prompt does not fit the model's context is cleaned in windows. ``split`` cuts it
+A trace whose prompt does not fit the model's context, or longer than the profile's
+``window_tokens`` when it is set, is cleaned in windows. ``split`` cuts it
 into ranges of at most ``budget`` tokens, each ending at the last paragraph boundary that keeps
 the window at least half full, else the last line boundary, else the last sentence end (all from
 the one segmenter, ``freelm_pruner_client.segments``), else the last of any of these, else a

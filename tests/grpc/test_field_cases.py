@@ -65,7 +65,8 @@ def test_08_the_answer_before_a_closing_think_line_is_kept(channel) -> None:
 
 
 def test_identical_lines_of_an_enumeration_are_kept(channel) -> None:
-    """Issue kind: the collapser deleted deliberate per-digit lines of a conversion."""
+    """Per-digit lines of a conversion, identical because the digit repeats, stay: their number
+    carries information."""
     digits = "B is 1011 in binary.\n" * 4
     lead = "Convert 0xBBBB to binary, one hex digit at a time:\n"
     trace = f"{lead}{digits}So 0xBBBB is 1011101110111011."

@@ -444,9 +444,16 @@ def test_window_tokens_windows_a_trace_that_fits_the_context(shipped: HFEngine) 
     assert not isinstance(whole, Exception) and not isinstance(capped, Exception)
     assert whole.windows == 1 and whole.prompt_tokens < shipped.profile.context_tokens
     assert capped.windows >= 2
-    assert all(c.scope is not None for c in capped.commands)
     short = _engine_like(shipped, 0, 0, window_tokens=200).propose(requests([TRACES[1]]))[0]
     assert not isinstance(short, Exception) and short.windows == 1
+    reusing = _engine_like(shipped, 0, 64, window_tokens=200)
+    decoded: list[int] = []
+    original = reusing._decode
+    reusing._decode = lambda rows, budget: decoded.append(len(rows)) or original(rows, budget)  # type: ignore[method-assign]
+    assert reusing.propose(requests([trace]))[0] == capped
+    grown = reusing.propose(requests([trace + "\n\nSo the answer is 2."]))[0]
+    assert not isinstance(grown, Exception)
+    assert sum(decoded) - capped.windows < grown.windows, "unchanged windows were reused"
 
 
 def test_bfloat16_weights_keep_the_output_projection_in_float32(cache_dir: Path) -> None:

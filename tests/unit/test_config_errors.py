@@ -49,7 +49,8 @@ def test_every_error_maps_to_its_status(error: Exception, code: grpc.StatusCode)
         ({"dtype": "fp8"}, "--dtype must be one of auto, float32, bfloat16, float16, got 'fp8'"),
         ({"prefix_cache_mb": -1}, "--prefix-cache-mb and --reused-rows must be at least 0"),
         ({"reused_rows": -5}, "--prefix-cache-mb and --reused-rows must be at least 0"),
-        ({"window_tokens": -1}, "--window-tokens must be at least 0, got -1"),
+        ({"window_tokens": -1}, "--window-tokens must be 0 (the profile's) or at least 64, got -1"),
+        ({"window_tokens": 8}, "--window-tokens must be 0 (the profile's) or at least 64, got 8"),
     ],
 )
 def test_engine_settings_out_of_range_are_refused_before_loading(

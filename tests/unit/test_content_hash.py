@@ -37,6 +37,8 @@ def test_a_server_reading_smaller_windows_does_not_share_results() -> None:
     assert content_hash(INFO, REQUEST) != content_hash(bounded, REQUEST)
     overlap = dataclasses.replace(INFO, window_overlap_tokens=32)
     assert content_hash(INFO, REQUEST) != content_hash(overlap, REQUEST)
+    question = dataclasses.replace(INFO, question_tokens=128)
+    assert content_hash(INFO, REQUEST) != content_hash(question, REQUEST)
 
 
 def test_trace_question_and_options_change_the_key() -> None:

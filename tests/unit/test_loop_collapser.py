@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from freelm_pruner_client.anchors import Protection, Span, prune
-from freelm_pruner_client.loop_collapser import loop_runs, loop_spans
+from freelm_pruner_client.loop_collapser import MAX_ENUMERATION_COPIES, loop_runs, loop_spans
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -246,3 +246,18 @@ def test_remarks_and_data_outside_a_list_still_loop() -> None:
     assert len(loop_spans(after)) == 2, "the list ended at a line without data"
     blank = "Values:\n1 -> 2\n\nSo y = 9.\nSo y = 9.\nSo y = 9.\nDone."
     assert len(loop_spans(blank)) == 2, "the list ended at the blank line"
+
+
+def test_loops_inside_or_around_list_lines_still_collapse() -> None:
+    """Only a run whose every copy is a whole item is shielded, and only up to
+    ``MAX_ENUMERATION_COPIES`` copies; remark openings (``So``, ``Let me``) are never items."""
+    assert len(loop_spans("Let me solve:\n" + "So x = 5.\n" * 4)) == 3
+    assert len(loop_spans("Verify:\n" + "The total is 5 apples and 3 pears.\n" * 40)) == 39
+    assert len(loop_spans("1. Let me check x = 5 again.\n" * 4)) == 3
+    inline = "Solution:\nSo 2 + 2 = 4. Wait, no. Wait, no. Wait, no. Wait, no. So 4.\n"
+    assert len(loop_spans(inline)) == 3, "sentences inside a data line are not items"
+    mixed = "Let me recompute:\nThe total is 2 + 2 = 4 apples.\n" * 4
+    assert len(loop_spans(mixed)) == 3, "a sequence of a lead-in and an item repeats"
+    paragraphs = "- 2 + 2 = 4.\nSo 4, wait.\n\n" * 3
+    assert len(loop_spans(paragraphs)) == 2
+    assert len(loop_spans("Digits:\n" + "7 is 111.\n" * (MAX_ENUMERATION_COPIES + 1))) > 0

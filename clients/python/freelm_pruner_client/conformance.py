@@ -19,6 +19,9 @@ ends, loops of unit sequences, near-verbatim copies, atomic code blocks, the las
 word content, signed numbers), and each expectation lists its ``cancellations``. Version 3 adds
 scoped commands (a long trace's window): every version 2 case is in version 3 unchanged, and the
 version 2 file still passes (a command without a scope resolves against the whole trace).
+Version 4 adds enumerations: identical items of a list (data lines with a list marker or after a
+lead-in ending with a colon) are not loops, while remarks and data outside a list still are;
+every version 3 case is in version 4 unchanged.
 
     python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v4.json
     python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v4.json

@@ -11,10 +11,11 @@ before it plus the copy (for a phrase, from the end of the previous copy's last 
 its own, so the sentence keeps its final punctuation).
 
 Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
-break any run. So are the items of an enumeration (``enumeration_lines``): a line that holds data
-(a digit or a relation) and is a list item, or one of the lines that follow a lead-in ending with
-a colon. Identical items there are one per digit, case or element (``A is 1010 in binary.`` four
-times for ``AAAA``): their number carries information, so they are not a loop. Periods are
+break any run. A run whose copies are all items of an enumeration (``enumeration_lines``: lines
+that hold data, a digit or a relation, and are list items or follow a lead-in ending with a colon)
+is not a loop up to ``MAX_ENUMERATION_COPIES`` copies: identical items are one per digit, case or
+element (``A is 1010 in binary.`` four times for ``AAAA``), so their number carries information;
+a sequence that mixes items with other text is compared as usual. Periods are
 collapsed shortest first, each pass over the units the previous passes kept, so a loop of period 2
 made of period-1 loops is still found. Time is linear in the text (``MAX_PERIOD`` and
 ``MAX_PHRASE_WORDS`` passes over its units).
@@ -58,8 +59,18 @@ _LIST_MARKER = re.compile(
 )
 """A list item's marker at a line start: a bullet (``-``, ``*``, ``+``, ``•``) or an enumerator
 (``1.``, ``b)``, ``(iv)``), then a space."""
-_DATA = re.compile(r"\d|->|=|\u2192|<|>")
+_DATA = re.compile(r"\d|->|=|\u2192|\uff1d")
 """What makes a line data rather than a remark: a digit or a relation (``=``, ``->``, ``→``)."""
+_REMARK = re.compile(
+    r"[ \t]*(?:wait|hmm+|so|let me|let's|ok|okay|but|actually|no|yes|alright|"
+    r"right|again|recheck|check again)\b",
+    re.IGNORECASE,
+)
+"""A line opening like a remark (``Wait, step 2 is wrong.``, ``So x = 5.``) is never an item."""
+
+MAX_ENUMERATION_COPIES = 16
+"""The most identical items an enumeration is taken to hold (a hex number's repeated digit, the
+cases of a small case split); a longer run of them is a loop."""
 _WORD = re.compile(r"\w")
 _TOKEN = re.compile(r"\S+")
 
@@ -72,6 +83,8 @@ class _Unit:
     span: Span
     key: str | None
     core_end: int
+    item: bool = False
+    """Whether the unit is made of whole enumeration items (``enumeration_lines``)."""
 
     def word_chars(self, text: str) -> int:
         return len(_WORD.findall(text, self.span.start, self.span.end))
@@ -84,18 +97,18 @@ def _key(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(_TRAILING).rstrip()
 
 
-def _unit(text: str, start: int, end: int, atomic: bool = False) -> _Unit:
+def _unit(text: str, start: int, end: int, atomic: bool = False, item: bool = False) -> _Unit:
     raw = text[start:end]
     core = raw.rstrip().rstrip(_TRAILING)
-    return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core))
+    return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core), item)
 
 
 def enumeration_lines(segmentation: Segmentation) -> list[Span]:
     """The lines of ``segmentation`` that are items of an enumeration, in order: each holds data
-    (a digit, ``=``, ``->``, ``→``, ``<`` or ``>``) and either starts with a list marker (a
-    bullet or an enumerator such as ``1.``, ``b)``, ``(iv)``, then a space) or belongs to the
-    lines right after a line ending with a colon (up to the first blank line or line without
-    data)."""
+    (a digit, ``=``, ``->``, ``→``), does not open like a remark (``Wait``, ``So``, ``Let me``
+    …) and either starts with a list marker (a bullet or an enumerator such as ``1.``, ``b)``,
+    ``(iv)``, then a space) or belongs to the lines right after a line ending with a colon (up to
+    the first blank line or line that is not an item). Spans are the lines' stripped content."""
     text = segmentation.text
     found: list[Span] = []
     listed = False  # inside the lines that follow a lead-in ending with a colon
@@ -104,31 +117,49 @@ def enumeration_lines(segmentation: Segmentation) -> list[Span]:
         if not content.strip():
             listed = False
             continue
-        data = _DATA.search(content) is not None
-        if data and (listed or _LIST_MARKER.match(content)):
-            found.append(Span(line.start, line.end))
-        listed = (listed and data) or content.rstrip().endswith((":", "\uff1a"))
+        marker = _LIST_MARKER.match(content)
+        opening = content[marker.end() :] if marker else content
+        data = _DATA.search(content) is not None and not _REMARK.match(opening)
+        item = data and (listed or marker is not None)
+        if item:
+            lead = len(content) - len(content.lstrip())
+            found.append(Span(line.start + lead, line.start + len(content.rstrip())))
+        listed = (listed and item) or content.rstrip().endswith((":", "\uff1a"))
     return found
 
 
 def _levels(segmentation: Segmentation) -> Iterator[list[_Unit]]:
+    """The units of each level; a unit is an ``item`` when it is exactly enumeration items:
+    a line or a sentence that is one whole item, a paragraph whose lines all are."""
     text = segmentation.text
-    items = enumeration_lines(segmentation)
-    starts = [item.start for item in items]
+    items = {(span.start, span.end) for span in enumeration_lines(segmentation)}
 
-    def listed(start: int) -> bool:  # a unit starting inside an enumeration item
-        i = bisect.bisect_right(starts, start) - 1
-        return i >= 0 and start < items[i].end
+    def whole(start: int, end: int) -> bool:  # [start, end) is one item, give or take spaces
+        raw = text[start:end]
+        lead = len(raw) - len(raw.lstrip())
+        return (start + lead, start + len(raw.rstrip())) in items
 
-    yield [_unit(text, s, e, atomic or listed(s)) for s, e, atomic in segmentation.paragraphs]
+    starts = [line.start for line in segmentation.lines]
+    filled, other = [0], [0]  # running counts of non-blank lines, and of those not an item
+    for line in segmentation.lines:
+        blank = line.blank(text)
+        filled.append(filled[-1] + (not blank))
+        other.append(other[-1] + (not blank and not whole(line.start, line.end)))
+
+    def paragraph(start: int, end: int) -> bool:
+        first, last = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
+        return filled[last] > filled[first] and other[last] == other[first]
+
+    yield [_unit(text, s, e, atomic, not atomic and paragraph(s, e))
+           for s, e, atomic in segmentation.paragraphs]  # fmt: skip
     units = []
     for index, line in enumerate(segmentation.lines):
         if line.blank(text):
             continue
         block = segmentation.block_of_line(index)
-        units.append(_unit(text, line.start, line.end, _atomic(block) or listed(line.start)))
+        units.append(_unit(text, line.start, line.end, _atomic(block), whole(line.start, line.end)))
     yield units
-    yield [_unit(text, s, e, _atomic(b) or listed(s)) for s, e, b in segmentation.sentences]
+    yield [_unit(text, s, e, _atomic(b), whole(s, e)) for s, e, b in segmentation.sentences]
 
 
 def _atomic(block: object) -> bool:
@@ -185,6 +216,8 @@ def _copies_at(text: str, units: Sequence[_Unit], i: int, period: int) -> list[i
     ):
         copies.append(end)
         end += period
+    if all(u.item for u in head) and len(copies) <= MAX_ENUMERATION_COPIES:
+        return [i]  # one item per digit or case: the number of copies is information
     return copies
 
 
