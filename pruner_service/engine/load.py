@@ -83,6 +83,22 @@ def resolve_model_path(profile: Profile, cache_dir: Path) -> Path:
     return path
 
 
+def load_tokenizer(profile: Profile, cache_dir: Path) -> Any:
+    """The profile's tokenizer alone (no weights), from the model folder (``resolve_model_path``).
+    Raises ``ProfileError`` like ``load_base``."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(profile, cache_dir)
+    return AutoTokenizer.from_pretrained(path, **_from_pretrained_options(profile))
+
+
+def _from_pretrained_options(profile: Profile) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
+    if profile.gguf_file:
+        kwargs["gguf_file"] = profile.gguf_file
+    return kwargs
+
+
 def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, Any]:
     """The profile's base model (no adapter; in ``dtype``, default the profile's, ``auto``
     resolved for the CPU) and its tokenizer, from the model folder (``resolve_model_path``).
@@ -90,9 +106,7 @@ def load_base(profile: Profile, cache_dir: Path, dtype: str = "") -> tuple[Any, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(profile, cache_dir)
-    kwargs: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
-    if profile.gguf_file:
-        kwargs["gguf_file"] = profile.gguf_file
+    kwargs = _from_pretrained_options(profile)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     model_dtype = getattr(torch, resolve_dtype(dtype or profile.dtype, torch.device("cpu")))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype, **kwargs)

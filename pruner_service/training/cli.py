@@ -56,6 +56,18 @@ def _add_silver(commands: Any) -> None:
     silver.add_argument("file", type=Path, help="records: {id, trace, question?} (JSONL)")
     silver.add_argument("-o", "--output", type=Path, required=True, help="training records")
     silver.add_argument("--profile", help="whose anchor limit applies (default: the default)")
+    silver.add_argument("--window-tokens", type=int, default=0,
+                        help="write one record per window of at most N tokens of the trace "
+                        "(the profile's tokenizer, cut as the service cuts windows), so that "
+                        "long traces fit a training example; 0 (default): one record per "
+                        "trace")  # fmt: skip
+    silver.add_argument("--keep-empty", type=float, default=1.0, metavar="FRACTION",
+                        help="the share of records without a command to write, chosen by "
+                        "--seed (default 1: all)")  # fmt: skip
+    silver.add_argument("--seed", type=int, default=0, help="for --keep-empty (default 0)")
+    silver.add_argument("--cache-dir", type=Path, default=None,
+                        help="the model cache, for --window-tokens' tokenizer (default "
+                        "FREELM_CACHE_DIR, else $XDG_CACHE_HOME/freelm-pruner)")  # fmt: skip
 
 
 def _add_train(commands: Any) -> None:
@@ -186,14 +198,15 @@ def _data(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _silver(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
     from pruner_service.engine.profile import Profile
-    from pruner_service.training.labelling import silver_record
     from pruner_service.training.report import read_records
 
     if not args.file.is_file():
         print(f"error: no file {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.window_tokens < 0 or not 0 <= args.keep_empty <= 1:
+        print("error: --window-tokens must be 0 or more and --keep-empty between 0 and 1",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     profile = Profile.load(args.profile or settings.profile)
     try:
@@ -206,16 +219,55 @@ def _silver(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: records without a trace (string): {', '.join(untraced[:5])}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    spans = commands = 0
+    written, spans, commands = _write_silver(args, settings, profile, records)
+    print(f"wrote {written} records from {len(records)} traces ({spans} labelled spans, "
+          f"{commands} commands) to {args.output}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _write_silver(
+    args: argparse.Namespace, settings: Settings, profile: Any, records: list[dict[str, Any]]
+) -> tuple[int, int, int]:
+    """Writes the silver records of ``records`` to ``args.output``; returns (records written,
+    labelled spans, commands) over the records written."""
+    import random
+
+    from tqdm import tqdm
+
+    tokenizer = None
+    if args.window_tokens:
+        from pruner_service.engine.load import load_tokenizer
+
+        tokenizer = load_tokenizer(profile, settings.cache_dir)
+    rng = random.Random(args.seed)
+    written = spans = commands = 0
     with args.output.open("w", encoding="utf-8") as out:
         for record in tqdm(records, desc="silver", unit="trace", disable=not sys.stderr.isatty()):
-            labelled = silver_record(record, profile.max_anchor_chars, profile.max_commands)
-            spans += len(labelled["redundant_spans"])
-            commands += len(labelled["commands"])
-            out.write(json.dumps(labelled, ensure_ascii=False) + "\n")
-    print(f"wrote {len(records)} records ({spans} labelled spans, {commands} commands) to "
-          f"{args.output}", file=sys.stderr)  # fmt: skip
-    return 0
+            labelled = _silver_of(record, profile, tokenizer, args.window_tokens)
+            for one in labelled:
+                if not one["commands"] and rng.random() >= args.keep_empty:
+                    continue
+                written += 1
+                spans += len(one["redundant_spans"])
+                commands += len(one["commands"])
+                out.write(json.dumps(one, ensure_ascii=False) + "\n")
+    return written, spans, commands
+
+
+def _silver_of(
+    record: dict[str, Any], profile: Any, tokenizer: Any, window_tokens: int
+) -> list[dict[str, Any]]:
+    """``record``'s silver records: one, or one per window when ``tokenizer`` is given."""
+    from pruner_service.engine.windows import split
+    from pruner_service.training.labelling import silver_record, silver_windows
+
+    if tokenizer is None:
+        return [silver_record(record, profile.max_anchor_chars, profile.max_commands)]
+    trace = record["trace"]
+    encoded = tokenizer(trace, add_special_tokens=False, return_offsets_mapping=True)
+    windows = split(trace, [start for start, _ in encoded["offset_mapping"]], window_tokens)
+    spans = [(w.start, w.end) for w in windows]
+    return silver_windows(record, spans, profile.max_anchor_chars, profile.max_commands)
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,7 +6,8 @@ combines the votes of ``FUNCTIONS`` (any ``KEEP`` vetoes; else any ``REDUNDANT``
 weak-supervision rule: the functions are few, and their precision and coverage are measured one
 by one on the realbench development split (``bench/labelling.py``, figures in
 ``docs/BENCHMARKS.md``), which is for measuring only, never for fitting them. ``silver_record``
-turns the labels into a training record with commands (``data.gold_command``).
+turns the labels into a training record with commands (``data.gold_command``); ``silver_windows``
+into one record per window of a long trace, as the service reads a long trace in windows.
 
 Kinds (sentences as ``segments.sentences`` splits them, offsets in code points):
 
@@ -26,7 +27,7 @@ Kinds (sentences as ``segments.sentences`` splits them, offsets in code points):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -232,12 +233,52 @@ def silver_record(
     labelled spans as ``redundant_spans`` and a command for each span that ``data.gold_command``
     can write (unique anchors within ``max_anchor_chars``, resolving to exactly the span), the
     first ``max_commands`` of them (the most a profile's model may write per call)."""
-    trace, question = record["trace"], record.get("question") or ""
+    trace, question, names = record["trace"], record.get("question") or "", tuple(names)
     found = spans(trace, label(trace, question, names))
+    return _record(record["id"], trace, question, found, (max_anchor_chars, max_commands), names)
+
+
+def silver_windows(
+    record: dict[str, Any],
+    windows: Sequence[tuple[int, int]],
+    max_anchor_chars: int = 48,
+    max_commands: int = 8,
+    names: Iterable[str] = FUNCTIONS,
+) -> list[dict[str, Any]]:
+    """One training record per window ``[start, end)`` (code points of ``record["trace"]``, in
+    order, e.g. ``engine.windows.split``'s): labels come from the whole trace (a re-check is known
+    redundant by what came before it, windows before included); a window keeps the spans that lie
+    whole inside it, offsets made relative to it, with commands whose anchors are unique in the
+    window, as a windowed call reads them. Records are named ``{id}@{start}-{end}`` and carry
+    ``window``; a whitespace-only window gives none."""
+    trace, question, names = record["trace"], record.get("question") or "", tuple(names)
+    found = spans(trace, label(trace, question, names))
+    out = []
+    for start, end in windows:
+        if not trace[start:end].strip():
+            continue
+        inside = [(s - start, e - start) for s, e in found if start <= s and e <= end]
+        name = f"{record['id']}@{start}-{end}"
+        limits = (max_anchor_chars, max_commands)
+        window = _record(name, trace[start:end], question, inside, limits, names)
+        out.append({**window, "window": [start, end]})
+    return out
+
+
+def _record(
+    name: str,
+    trace: str,
+    question: str,
+    found: list[tuple[int, int]],
+    limits: tuple[int, int],
+    names: Iterable[str],
+) -> dict[str, Any]:
+    """A training record; ``limits``: (max anchor chars, max commands)."""
+    max_anchor_chars, max_commands = limits
     commands = [c for s, e in found if (c := gold_command(trace, s, e, max_anchor_chars))]
     commands = commands[:max_commands]
     return {
-        "id": record["id"],
+        "id": name,
         "trace": trace,
         "question": question,
         "redundant_spans": [[s, e, "silver"] for s, e in found],

@@ -100,3 +100,43 @@ def test_a_run_can_start_from_an_existing_adapter(tiny: Path, tmp_path: Path) ->
     more = load_file(tmp_path / "more" / "adapter_model.safetensors")
     assert {w.dtype for w in more.values()} == {torch.float32}
     assert any(not torch.equal(more[k].half(), start[k]) for k in start)
+
+
+def test_silver_writes_a_record_per_window_with_the_profile_tokenizer(
+    tmp_path: Path,
+    cache_dir: Path,
+    base_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from freelm_pruner_client.anchors import resolve_anchor
+
+    from pruner_service import cli
+
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)  # not onto captured stderr
+    paragraphs = [
+        f"We need {n} * 4. So {n} * 4 = {n * 4}.\nLet me verify that. {n} * 4 = {n * 4}, yes."
+        for n in range(11, 31)
+    ]
+    trace = "\n\n".join(paragraphs)
+    source, out = tmp_path / "real.jsonl", tmp_path / "silver.jsonl"
+    source.write_text(json.dumps({"id": "long", "trace": trace, "question": "Q?"}) + "\n")
+    args = ["silver", str(source), "-o", str(out), "--cache-dir", str(cache_dir)]
+    assert cli.main([*args, "--window-tokens", "64"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    assert len(records) > 3
+    assert "".join(trace[r["window"][0] : r["window"][1]] for r in records) == trace
+    for record in records:
+        start, end = record["window"]
+        assert record["trace"] == trace[start:end]
+        assert len(tokenizer(record["trace"], add_special_tokens=False)["input_ids"]) <= 66
+        resolved = [resolve_anchor(record["trace"], c["prefix"], c["suffix"])[1]
+                    for c in record["commands"]]  # fmt: skip
+        assert [(r.start, r.end) for r in resolved if r is not None] == [
+            (s, e) for s, e, _ in record["redundant_spans"]
+        ] != []
+    assert cli.main([*args, "--window-tokens", "64", "--keep-empty", "0"]) == 0
+    assert len(out.read_text().splitlines()) == sum(1 for r in records if r["commands"])
+    assert cli.main([*args, "--keep-empty", "2"]) == cli.EXIT_USAGE
+    assert "--keep-empty between 0 and 1" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pruner_service.training.labelling import (
     Vote,
     label,
     silver_record,
+    silver_windows,
     split,
     votes,
 )
@@ -74,6 +75,38 @@ def test_a_silver_record_holds_commands_that_resolve_to_its_spans() -> None:
     assert len(capped["commands"]) == 1 and len(capped["redundant_spans"]) == 2
 
 
+def test_silver_windows_label_the_whole_trace_and_keep_the_spans_each_window_holds() -> None:
+    from freelm_pruner_client.anchors import resolve_anchor
+
+    record = {"id": "r", "trace": TRACE, "question": "Q?"}
+    whole = [(s, e) for s, e, _ in silver_record(record)["redundant_spans"]]
+    cut = TRACE.index("Wait, let me check")
+    inside = TRACE.index("12 * 4 = 48, yes")  # inside the first span
+    for borders in ([(0, cut), (cut, len(TRACE))], [(0, inside), (inside, len(TRACE))]):
+        windows = silver_windows(record, borders)
+        assert [w["window"] for w in windows] == [list(b) for b in borders]
+        assert [w["id"] for w in windows] == [f"r@{s}-{e}" for s, e in borders]
+        kept = [(s + w["window"][0], e + w["window"][0])
+                for w in windows for s, e, _ in w["redundant_spans"]]  # fmt: skip
+        assert kept == [span for span in whole if any(s <= span[0] and span[1] <= e
+                                                      for s, e in borders)]  # fmt: skip
+        for w in windows:
+            spans = [(s, e) for s, e, _ in w["redundant_spans"]]
+            resolved = [resolve_anchor(w["trace"], c["prefix"], c["suffix"])[1]
+                        for c in w["commands"]]  # fmt: skip
+            assert [(r.start, r.end) for r in resolved if r is not None] == spans
+    assert len(silver_windows(record, [(0, cut), (cut, len(TRACE))])[0]["redundant_spans"]) == 1
+    assert len(silver_windows(record, [(0, inside), (inside, len(TRACE))])[0]["commands"]) == 0
+    # a re-check is judged by the whole trace before it, windows before included
+    verify = TRACE.index("Let me verify")
+    second = silver_windows(record, [(0, verify), (verify, len(TRACE))])[1]
+    first_span = second["redundant_spans"][0]
+    assert second["trace"][first_span[0] : first_span[1]] == (
+        "Let me verify that. 12 * 4 = 48, yes. So 48 it is."
+    )
+    assert silver_windows({"id": "b", "trace": "a\n\n  \n"}, [(0, 3), (3, 6)])[1:] == []
+
+
 def test_paragraphs_end_blocks_and_spans_whatever_the_line_endings() -> None:
     crlf = TRACE.replace("\n", "\r\n")
     assert [crlf[s:e] for s, e in label(crlf)] == [TRACE[s:e] for s, e in label(TRACE)]
@@ -93,7 +126,7 @@ def test_the_silver_command_writes_training_records(tmp_path, capsys, monkeypatc
     assert cli.main(["silver", str(source), "-o", str(out)]) == 0
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["id"] == "a" and len(record["commands"]) == 2
-    assert "1 records (2 labelled spans, 2 commands)" in capsys.readouterr().err
+    assert "1 records from 1 traces (2 labelled spans, 2 commands)" in capsys.readouterr().err
     source.write_text(json.dumps({"id": "b", "text": "no trace"}) + "\n")
     assert cli.main(["silver", str(source), "-o", str(out)]) == cli.EXIT_USAGE
     assert "records without a trace (string): b" in capsys.readouterr().err
