@@ -88,10 +88,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/realbench.json"))
     parser.add_argument("--window-tokens", type=int, default=0,
                         help="the server's --window-tokens (0: the default's)")  # fmt: skip
+    parser.add_argument("--adapter-path", type=Path,
+                        help="the server's --adapter-path: another adapter for the default "
+                        "profile's base (default: the shipped one)")  # fmt: skip
     args = parser.parse_args()
     score, bench, order, data = load_realbench(args.realbench)
     records = [bench[i] for i in order]
     flags = ["--window-tokens", str(args.window_tokens)] if args.window_tokens else []
+    flags += ["--adapter-path", str(args.adapter_path)] if args.adapter_path else []
     with default_server(flags) as (address, _):
         started = time.perf_counter()
         service = predict(address, records, loops=True)

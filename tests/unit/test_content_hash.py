@@ -5,24 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from pruner_service.domain import PruneOptions, PruneRequest
-from pruner_service.engine.base import EngineInfo
 from pruner_service.queue.codec import content_hash
+from tests.fakes import FAKE_INFO
 
-INFO = EngineInfo(
-    profile="p",
-    model_id="m",
-    adapter_id="a",
-    adapter_version="1",
-    template_sha256="t",
-    dtype="auto",
-    device="",
-    max_context_tokens=8192,
-    max_commands=8,
-    max_anchor_chars=48,
-    note="",
-    window_tokens=7000,
-    question_tokens=512,
-)
+INFO = dataclasses.replace(FAKE_INFO, window_tokens=7000, question_tokens=512)
 REQUEST = PruneRequest("r1", "So 4. So 4. So 4.", "What is 2+2?", PruneOptions())
 
 
