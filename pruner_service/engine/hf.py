@@ -48,7 +48,7 @@ from pruner_service.engine.prompt import render_prompt
 from pruner_service.engine.reuse import Layers, PrefixCache, RowResults
 from pruner_service.engine.steering import NoSteering, Steering, Step, steering_for
 from pruner_service.engine.steering.guard_steer import CANDIDATES
-from pruner_service.engine.windows import split
+from pruner_service.engine.windows import split, token_starts
 from pruner_service.errors import InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -383,8 +383,7 @@ class HFEngine:
         return split(trace, self._token_starts(trace), size, overlap)
 
     def _token_starts(self, text: str) -> list[int]:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [start for start, _ in encoded["offset_mapping"]]
+        return token_starts(self.tokenizer, text)
 
     def _window_specs(
         self, trace: str, window: Span, question: str, max_commands: int, size: int

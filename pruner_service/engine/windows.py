@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from freelm_pruner_client.anchors import Span
 from freelm_pruner_client.segments import BLANK_LINE, Segmentation
@@ -66,6 +67,13 @@ class Boundaries:
                 return end
         joints = (self.paragraphs, self.lines, self.sentences)
         return max(_last_in(p, low, limit) for p in joints) or _last_in(self.inner, low, limit)
+
+
+def token_starts(tokenizer: Any, text: str) -> list[int]:
+    """The code point at which each token of ``text`` starts (a Hugging Face fast tokenizer's
+    offsets, no special tokens), ascending: what ``split`` counts tokens by."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [start for start, _ in encoded["offset_mapping"]]
 
 
 def split(text: str, token_starts: Sequence[int], budget: int, overlap: int = 0) -> list[Span]:

@@ -258,14 +258,13 @@ def _silver_of(
     record: dict[str, Any], profile: Any, tokenizer: Any, window_tokens: int
 ) -> list[dict[str, Any]]:
     """``record``'s silver records: one, or one per window when ``tokenizer`` is given."""
-    from pruner_service.engine.windows import split
+    from pruner_service.engine.windows import split, token_starts
     from pruner_service.training.labelling import silver_record, silver_windows
 
     if tokenizer is None:
         return [silver_record(record, profile.max_anchor_chars, profile.max_commands)]
     trace = record["trace"]
-    encoded = tokenizer(trace, add_special_tokens=False, return_offsets_mapping=True)
-    windows = split(trace, [start for start, _ in encoded["offset_mapping"]], window_tokens)
+    windows = split(trace, token_starts(tokenizer, trace), window_tokens)
     spans = [(w.start, w.end) for w in windows]
     return silver_windows(record, spans, profile.max_anchor_chars, profile.max_commands)
 
