@@ -63,6 +63,21 @@ def material(chars: int) -> tuple[str, str]:
     return record["trace"], "freelm-pruner data --long-chars (generated)"
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """``--window-tokens`` and ``--adapter-path``: the server flags a quality benchmark can vary."""
+    parser.add_argument("--window-tokens", type=int, default=0,
+                        help="the server's --window-tokens (0: the default's)")  # fmt: skip
+    parser.add_argument("--adapter-path", type=Path,
+                        help="the server's --adapter-path: another adapter for the default "
+                        "profile's base (default: the shipped one)")  # fmt: skip
+
+
+def server_flags(args: argparse.Namespace) -> list[str]:
+    """The ``serve`` flags for the options ``add_server_options`` added (none by default)."""
+    flags = ["--window-tokens", str(args.window_tokens)] if args.window_tokens else []
+    return flags + (["--adapter-path", str(args.adapter_path)] if args.adapter_path else [])
+
+
 @contextlib.contextmanager
 def default_server(flags: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
     """A ``freelm-pruner serve`` process with the shipped default profile and settings (plus

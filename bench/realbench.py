@@ -27,7 +27,7 @@ from freelm.pruner.v1 import pruner_pb2 as pb
 from freelm_pruner_client.client import PrunerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from long_traces import default_server
+from long_traces import add_server_options, default_server, server_flags
 from proxy_overhead import cpu_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realbench"
@@ -86,17 +86,11 @@ def main() -> None:
     )
     parser.add_argument("--realbench", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path, default=Path("bench/results/realbench.json"))
-    parser.add_argument("--window-tokens", type=int, default=0,
-                        help="the server's --window-tokens (0: the default's)")  # fmt: skip
-    parser.add_argument("--adapter-path", type=Path,
-                        help="the server's --adapter-path: another adapter for the default "
-                        "profile's base (default: the shipped one)")  # fmt: skip
+    add_server_options(parser)
     args = parser.parse_args()
     score, bench, order, data = load_realbench(args.realbench)
     records = [bench[i] for i in order]
-    flags = ["--window-tokens", str(args.window_tokens)] if args.window_tokens else []
-    flags += ["--adapter-path", str(args.adapter_path)] if args.adapter_path else []
-    with default_server(flags) as (address, _):
+    with default_server(server_flags(args)) as (address, _):
         started = time.perf_counter()
         service = predict(address, records, loops=True)
         model = predict(address, records, loops=False)
