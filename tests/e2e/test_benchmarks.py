@@ -74,3 +74,30 @@ def test_gpu_benchmark_runs_on_a_tiny_model_on_the_cpu(
     result = read(tmp_path / "gpu_clean.json")
     assert [row["context"] for row in result["batch1"]] == [128]
     assert result["grown_by_1k"]["prefix_reuse"] and result["grown_by_1k"]["second_s"] > 0
+
+
+def test_real_traces_benchmark_reports_removal_per_trace_and_the_deleted_text(
+    tmp_path: Path,
+) -> None:
+    loop = "Hmm, so the total is 42 apples after all. " * 6
+    traces = [
+        {"id": "loop", "question": "How many apples?",
+         "trace": "We add 40 and 2 to get 42.\n\n" + loop + "\n\nSo the answer is 42."},
+        {"id": "plain", "question": "What is 3 times 4?",
+         "trace": "Three times four is 12.\n\nSo the answer is 12."},
+    ]  # fmt: skip
+    data, out, deleted = tmp_path / "t.jsonl", tmp_path / "r.json", tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    run_bench("real_traces.py", "--data", str(data), "--out", str(out),
+              "--deleted-text", str(deleted))  # fmt: skip
+    result = read(out)
+    assert result["answered"] == result["pruned_equals_trace_minus_deletions"] == 2
+    fractions = sorted(r["removed_chars"] / r["chars"] for r in result["rows"])
+    assert fractions[0] < fractions[1]  # the loop's copies go, the plain trace keeps its text
+    assert result["removed_per_trace_median"] == round(sum(fractions) / 2, 4)
+    assert fractions[0] <= result["removed_per_trace_p90"] <= fractions[1]
+    replies = {r["id"]: r["deleted"] for r in map(json.loads, deleted.read_text().splitlines())}
+    by_id = {t["id"]: t["trace"] for t in traces}
+    assert replies["loop"] and all(
+        by_id["loop"][d["start"] : d["end"]] == d["text"] for d in replies["loop"]
+    )
