@@ -6,6 +6,9 @@ The same rounds run twice in one process: on a server with the default reuse (pr
 and decoded rows kept, ``--prefix-cache-mb`` and ``--reused-rows``) and on one with both off
 (the baseline: every call cold). Then, on the reusing server, the full trace grows by
 ``--small`` tokens once more: a round after a small growth, against the same text cold.
+Then, in the same process, the prefill floor (``prefill_floor``): one bare forward of the first
+round's prompt, and of the last round's new tokens on the previous round's KV cache; their ratio
+is what reuse cannot bring the last round under, whatever the decode costs.
 
 Traces: the longest of ``../shared/data/real_traces.jsonl`` when present, else a built-in
 paragraph set. Writes a JSON result file and prints it.
@@ -84,6 +87,56 @@ def timed_rounds(
     return seconds
 
 
+@torch.inference_mode()
+def prefill_floor(profile_name: str, question: str, first: str, before: str, last: str) -> dict:
+    """The hardware floor of a round's prefill, without decoding: seconds of one bare forward
+    of the first round's whole prompt, and of the last round's prompt after the tokens it
+    shares with the round ``before`` it, on their KV cache (what reuse at best leaves to
+    compute). Median of 3 each, the model as served (the profile's dtype on the CPU)."""
+    from pruner_service.engine.hf import _cache_argument
+    from pruner_service.engine.load import load_model
+    from pruner_service.engine.profile import Profile
+    from pruner_service.engine.prompt import render_prompt
+
+    profile = Profile.load(profile_name)
+    loaded = load_model(profile, settings_from({}).cache_dir, "cpu")
+    model, argument = loaded.model, _cache_argument(loaded.model)
+
+    def ids(text: str) -> list[int]:
+        prompt = render_prompt(profile.template, text, question)
+        return list(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def timed(new: list[int], cache: Any, start: int) -> float:
+        positions = torch.arange(start, start + len(new)).unsqueeze(0)
+        copy = None if cache is None else _copied(cache)
+        started = time.perf_counter()
+        model(input_ids=torch.tensor([new]), position_ids=positions, logits_to_keep=1,
+              use_cache=True, **{argument: copy})  # fmt: skip
+        return time.perf_counter() - started
+
+    head, tail = ids(before), ids(last)
+    shared = next((i for i, (a, b) in enumerate(zip(head, tail, strict=False)) if a != b),
+                  min(len(head), len(tail)))  # fmt: skip
+    prefix = getattr(model(input_ids=torch.tensor([tail[:shared]]), use_cache=True), argument)
+    cold = sorted(timed(ids(first), None, 0) for _ in range(3))[1]
+    grown = sorted(timed(tail[shared:], prefix, shared) for _ in range(3))[1]
+    return {
+        "first_prompt_tokens": len(ids(first)),
+        "last_new_tokens": len(tail) - shared,
+        "last_cached_tokens": shared,
+        "first_s": round(cold, 3),
+        "last_s": round(grown, 3),
+        "last_over_first": round(grown / cold, 2),
+    }
+
+
+def _copied(cache: Any) -> Any:
+    """A copy of a KV cache (a forward appends to the cache it is given)."""
+    from pruner_service.engine.hf import _cache_of
+
+    return _cache_of([(layer.keys.clone(), layer.values.clone()) for layer in cache.layers])
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,6 +149,9 @@ def _arguments() -> argparse.Namespace:
         "--window-tokens", type=int, default=0,
         help="the servers' --window-tokens (0: the profile's; the default reads the whole trace)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the bare-forward floor of the rounds"
+    )
     parser.add_argument("--builtin-trace", action="store_true", help="never read ../shared")
     parser.add_argument("--out", type=Path, default=Path("bench/results/loop_reuse.json"))
     return parser.parse_args()
@@ -134,6 +190,8 @@ def main() -> None:
         "small_growth_cold_s": cold[-1],
         "small_growth_over_cold": round(reuse[-1] / cold[-1], 2),
     }
+    if not args.no_floor and not args.window_tokens:
+        result["prefill_floor"] = prefill_floor(args.profile, question, texts[0], *texts[-3:-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 import torch
 
+from pruner_service.engine.attention import use_cpu_decode_attention
 from pruner_service.engine.fetch import ensure_embedded
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
 
@@ -120,7 +121,8 @@ def load_model(
     adapter, and casts the model's parameters to its dtype (``dtype_name``, else the profile's;
     ``auto`` resolved for the device by ``resolve_dtype``), keeping the output projection
     (``Float32Head``) and the buffers (rotary frequencies: rounding them to bfloat16 shifts
-    positions far apart) in float32. Loading takes float32's host memory (twice bfloat16's)."""
+    positions far apart) in float32. On a CPU in bfloat16 or float16 the decode's attention is
+    ``attention.cpu_decode_attention``. Loading takes float32's host memory (twice bfloat16's)."""
     device = pick_device(device_name)
     name = resolve_dtype(dtype_name or profile.dtype, device)
     dtype = getattr(torch, name)
@@ -135,6 +137,7 @@ def load_model(
             parameter.data = parameter.data.to(dtype)
         model.set_output_embeddings(head)
     model.to(device).eval()
+    use_cpu_decode_attention(model, device, dtype)
     log.info(
         "model_loaded",
         profile=profile.name,

@@ -52,6 +52,20 @@ def test_loop_benchmark_times_each_round_with_and_without_reuse(tmp_path: Path) 
     assert len(result["reuse_s"]) == len(result["cold_s"]) == 3
     assert all(s > 0 for s in result["reuse_s"] + result["cold_s"])
     assert len(result["round_over_cold"]) == 2 and result["small_growth_over_cold"] > 0
+    floor = result["prefill_floor"]  # the last round's new tokens on the round before's cache
+    assert 128 <= floor["last_new_tokens"] < 160 and floor["last_cached_tokens"] > 256
+    assert floor["first_s"] > 0 and floor["last_s"] > 0 and floor["last_over_first"] > 0
+
+
+def test_decode_attention_benchmark_compares_both_implementations(tmp_path: Path) -> None:
+    out = tmp_path / "attention.json"
+    run_bench("decode_attention.py", "--dtype", "bfloat16", "--contexts", "64", "160",
+              "--steps", "2", "--count", "3", "--real", "0", "--out", str(out))  # fmt: skip
+    result = read(out)
+    assert result["dtype"] == "bfloat16" and result["note"] == ""
+    assert set(result["decode_forward_ms"]) == {"sdpa", "freelm_cpu_decode"}
+    assert set(result["decode_forward_ratio"]) == {"64", "160"}
+    assert result["engine"]["calls"] == 3 and result["engine"]["outputs_differ"] == []
 
 
 def test_cpu_service_benchmark_measures_the_floor_and_the_service(tmp_path: Path) -> None:
