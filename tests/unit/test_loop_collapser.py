@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from freelm_pruner_client.anchors import Protection, Span, prune
-from freelm_pruner_client.loop_collapser import MAX_ENUMERATION_COPIES, loop_runs, loop_spans
+from freelm_pruner_client.loop_collapser import (
+    MAX_ENUMERATION_COPIES,
+    enumeration_lines,
+    loop_runs,
+    loop_spans,
+)
+from freelm_pruner_client.segments import Segmentation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -261,3 +269,31 @@ def test_loops_inside_or_around_list_lines_still_collapse() -> None:
     paragraphs = "- 2 + 2 = 4.\nSo 4, wait.\n\n" * 3
     assert len(loop_spans(paragraphs)) == 2
     assert len(loop_spans("Digits:\n" + "7 is 111.\n" * (MAX_ENUMERATION_COPIES + 1))) > 0
+
+
+WALK = (
+    "Starting with RRRUUUUR:\n\n"
+    "- From R to R: no change\n\n- From R to R: no change\n\n- From R to U: change\n\n"
+    "- From U to U: no change\n\n- From U to U: no change\n\n- From U to U: no change\n\n"
+    "- From U to R: change\n\nSo, in this sequence, there are two changes in direction."
+)
+
+
+def test_identical_items_of_a_varied_list_are_steps_not_a_loop() -> None:
+    """A marked list whose items differ walks through steps or cases: its identical items in a
+    row are counted (the answer above depends on them), even without digits."""
+    assert enumeration_lines(Segmentation(WALK))[3:6] == [
+        Span(m.start(), m.end() - 1) for m in re.finditer(r"- From U to U: no change\n", WALK)
+    ]
+    assert loop_spans(WALK) == []
+    numbered = "Steps:\n1. Move left\n2. Move left\n3. Move left\n4. Stop\nDone."
+    assert loop_spans(numbered) == []
+
+
+def test_a_list_of_one_item_repeated_or_of_remarks_still_loops() -> None:
+    same = "Plan\n" + "- I am not sure about this part\n" * 4 + "So 5."
+    assert len(loop_spans(same)) == 3, "one item repeated is not a varied list"
+    remarks = "- Wait, let me check.\n- Hmm, not sure.\n" * 3 + "So 5."
+    assert len(loop_spans(remarks)) == 2, "remarks never make a list varied"
+    long_run = "- From U to R: change\n" + "- From U to U: no change\n" * 30 + "Done."
+    assert len(loop_spans(long_run)) == 29, "beyond MAX_ENUMERATION_COPIES it is a loop"

@@ -12,9 +12,10 @@ its own, so the sentence keeps its final punctuation).
 
 Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
 break any run. A run whose copies are all items of an enumeration (``enumeration_lines``: lines
-that hold data, a digit or a relation, and are list items or follow a lead-in ending with a colon)
-is not a loop up to ``MAX_ENUMERATION_COPIES`` copies: identical items are one per digit, case or
-element (``A is 1010 in binary.`` four times for ``AAAA``), so their number carries information;
+that hold data, a digit or a relation, and are list items or follow a lead-in ending with a colon;
+or items of a marked list whose items differ, one per step or case) is not a loop up to
+``MAX_ENUMERATION_COPIES`` copies: identical items are one per digit, case or element
+(``A is 1010 in binary.`` four times for ``AAAA``), so their number carries information;
 a sequence that mixes items with other text is compared as usual. Periods are
 collapsed shortest first, each pass over the units the previous passes kept, so a loop of period 2
 made of period-1 loops is still found. Time is linear in the text (``MAX_PERIOD`` and
@@ -68,6 +69,9 @@ _REMARK = re.compile(
 )
 """A line opening like a remark (``Wait, step 2 is wrong.``, ``So x = 5.``) is never an item."""
 
+MIN_VARIED_ITEMS = 2
+"""Distinct items (not remarks) that make a marked list varied (``_varied_lists``)."""
+
 MAX_ENUMERATION_COPIES = 16
 """The most identical items an enumeration is taken to hold (a hex number's repeated digit, the
 cases of a small case split); a longer run of them is a loop."""
@@ -104,28 +108,66 @@ def _unit(text: str, start: int, end: int, atomic: bool = False, item: bool = Fa
 
 
 def enumeration_lines(segmentation: Segmentation) -> list[Span]:
-    """The lines of ``segmentation`` that are items of an enumeration, in order: each holds data
-    (a digit, ``=``, ``->``, ``→``), does not open like a remark (``Wait``, ``So``, ``Let me``
-    …) and either starts with a list marker (a bullet or an enumerator such as ``1.``, ``b)``,
-    ``(iv)``, then a space) or belongs to the lines right after a line ending with a colon (up to
-    the first blank line or line that is not an item). Spans are the lines' stripped content."""
+    """The lines of ``segmentation`` that are items of an enumeration, in order. A line that
+    opens like a remark (``Wait``, ``So``, ``Let me`` …) never is. Any other line is an item when
+    it holds data (a digit, ``=``, ``->``, ``→``) and either starts with a list marker (a bullet
+    or an enumerator such as ``1.``, ``b)``, ``(iv)``, then a space) or belongs to the lines
+    right after a line ending with a colon (up to the first blank line or line that is not an
+    item); or when it starts with a list marker in a *varied list* (``_varied_lists``), such as
+    ``- From U to U: no change`` among ``- From R to U: change`` items of a walk through a
+    sequence. Spans are the lines' stripped content."""
     text = segmentation.text
     found: list[Span] = []
+    varied = _varied_lists(segmentation)
     listed = False  # inside the lines that follow a lead-in ending with a colon
-    for line in segmentation.lines:
+    for index, line in enumerate(segmentation.lines):
         content = text[line.start : line.end]
         if not content.strip():
             listed = False
             continue
         marker = _LIST_MARKER.match(content)
         opening = content[marker.end() :] if marker else content
-        data = _DATA.search(content) is not None and not _REMARK.match(opening)
-        item = data and (listed or marker is not None)
+        remark = _REMARK.match(opening) is not None
+        data = _DATA.search(content) is not None and not remark
+        item = (data and (listed or marker is not None)) or (index in varied and not remark)
         if item:
             lead = len(content) - len(content.lstrip())
             found.append(Span(line.start + lead, line.start + len(content.rstrip())))
         listed = (listed and item) or content.rstrip().endswith((":", "\uff1a"))
     return found
+
+
+def _varied_lists(segmentation: Segmentation) -> set[int]:
+    """Indices of the lines that belong to a varied list: consecutive lines starting with a list
+    marker (blank lines between them allowed) among which at least ``MIN_VARIED_ITEMS`` distinct
+    items do not open like a remark. In such a list each item is one step or case, so identical
+    items in a row (``- From U to U: no change`` four times while walking ``RRRUUUUR…``) are
+    counted, not looped; a list of one item repeated is not varied."""
+    text = segmentation.text
+    varied: set[int] = set()
+    members: list[int] = []
+    keys: set[str] = set()
+
+    def close() -> None:
+        if len(keys) >= MIN_VARIED_ITEMS:
+            varied.update(members)
+        members.clear()
+        keys.clear()
+
+    for index, line in enumerate(segmentation.lines):
+        content = text[line.start : line.end]
+        if not content.strip():
+            continue
+        marker = _LIST_MARKER.match(content)
+        if marker is None:
+            close()
+            continue
+        members.append(index)
+        opening = content[marker.end() :]
+        if not _REMARK.match(opening):
+            keys.add(_key(opening))
+    close()
+    return varied
 
 
 def _levels(segmentation: Segmentation) -> Iterator[list[_Unit]]:
