@@ -297,3 +297,14 @@ def test_a_list_of_one_item_repeated_or_of_remarks_still_loops() -> None:
     assert len(loop_spans(remarks)) == 2, "remarks never make a list varied"
     long_run = "- From U to R: change\n" + "- From U to U: no change\n" * 30 + "Done."
     assert len(loop_spans(long_run)) == 29, "beyond MAX_ENUMERATION_COPIES it is a loop"
+
+
+def test_elements_of_an_inline_list_are_counted_not_looped() -> None:
+    signs = (
+        "From the right the signs are positive, negative, positive, negative, positive, negative."
+    )
+    assert loop_spans(signs + " So intervals 1, 3 and 5 are positive.") == []
+    stutter = "Hmm wait, wait, wait, wait, wait, wait, I see."
+    assert len(loop_spans(stutter)) == 5, "remark words are never list elements"
+    loop = 'Also "Aaron is Walter\'s ancestor." ' * 4 + "Done."
+    assert len(loop_spans(loop)) == 3

@@ -13,7 +13,8 @@ its own, so the sentence keeps its final punctuation).
 Code blocks, tables and display math are atomic: nothing inside them is ever a copy, and they
 break any run. A run whose copies are all items of an enumeration (``enumeration_lines``: lines
 that hold data, a digit or a relation, and are list items or follow a lead-in ending with a colon;
-or items of a marked list whose items differ, one per step or case) is not a loop up to
+or items of a marked list whose items differ, one per step or case), or of words that are all
+elements of an inline list (``positive, negative,`` repeated), is not a loop up to
 ``MAX_ENUMERATION_COPIES`` copies: identical items are one per digit, case or element
 (``A is 1010 in binary.`` four times for ``AAAA``), so their number carries information;
 a sequence that mixes items with other text is compared as usual. Periods are
@@ -217,7 +218,17 @@ def _phrases(segmentation: Segmentation) -> Iterator[list[_Unit]]:
         words = [w.rstrip(_TRAILING) for w in text[start:end].casefold().split()]
         if len(words) < MIN_REPEATS or max(Counter(words).values()) < MIN_REPEATS:
             continue
-        yield [_unit(text, m.start(), m.end()) for m in _TOKEN.finditer(text, start, end)]
+        yield [_unit(text, m.start(), m.end(), item=_listed(m.group()))
+               for m in _TOKEN.finditer(text, start, end)]  # fmt: skip
+
+
+def _listed(word: str) -> bool:
+    """Whether a word is an element of an inline list: it ends with a list separator (``,``,
+    ``;``, a fullwidth or an ideographic comma) and is not a remark (``wait,``, ``no,``). A
+    phrase whose words all are (``positive, negative,`` in ``the signs are positive, negative,
+    positive, negative, positive, negative.``) is one element per interval or case, counted like
+    enumeration items."""
+    return word.endswith((",", ";", "\uff0c", "\u3001")) and not _REMARK.match(word)
 
 
 _Run = list[list[_Unit]]
