@@ -14,10 +14,11 @@ from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.base import Proposal
 
 FOLDER = Path(__file__).resolve().parents[2] / "proto" / "conformance"
-VECTORS = FOLDER / "anchor_vectors_v4.json"
+VECTORS = FOLDER / "anchor_vectors_v5.json"
 CASES = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]
 V2 = json.loads((FOLDER / "anchor_vectors_v2.json").read_text(encoding="utf-8"))["cases"]
 V3 = json.loads((FOLDER / "anchor_vectors_v3.json").read_text(encoding="utf-8"))["cases"]
+V4 = json.loads((FOLDER / "anchor_vectors_v4.json").read_text(encoding="utf-8"))["cases"]
 
 
 def test_the_committed_vectors_are_what_the_resolver_generates() -> None:
@@ -35,6 +36,15 @@ def test_the_version_3_vectors_still_pass_unchanged_and_open_version_4() -> None
     added = {case["name"]: case for case in CASES[len(V3) :]}
     assert added["enumeration_after_colon_not_a_loop"]["expect"]["deletions"] == []
     assert added["remarks_after_colon_still_a_loop"]["expect"]["deletions"] != []
+
+
+def test_the_version_4_vectors_still_pass_unchanged_and_open_version_5() -> None:
+    assert check({"cases": V4}) == []
+    assert CASES[: len(V4)] == V4
+    added = {case["name"]: case for case in CASES[len(V4) :]}
+    assert added["varied_list_items_not_a_loop"]["expect"]["deletions"] == []
+    assert added["inline_list_elements_not_a_loop"]["expect"]["deletions"] == []
+    assert added["list_of_one_item_repeated_still_a_loop"]["expect"]["deletions"] != []
 
 
 def test_scoped_cases_cover_every_status_and_non_ascii_text() -> None:

@@ -1,6 +1,6 @@
 """Conformance vectors: language-neutral cases of the anchor semantics and the loop collapser.
 
-The vectors file (``proto/conformance/anchor_vectors_v4.json``) is generated from the normative
+The vectors file (``proto/conformance/anchor_vectors_v5.json``) is generated from the normative
 resolver by this module and checked by the server's and the client's tests, so an implementation
 in another language proves it agrees by passing every case.
 
@@ -21,10 +21,13 @@ scoped commands (a long trace's window): every version 2 case is in version 3 un
 version 2 file still passes (a command without a scope resolves against the whole trace).
 Version 4 adds enumerations: identical items of a list (data lines with a list marker or after a
 lead-in ending with a colon) are not loops, while remarks and data outside a list still are;
-every version 3 case is in version 4 unchanged.
+every version 3 case is in version 4 unchanged. Version 5 adds two more kinds of enumeration:
+identical items of a marked list whose items differ (steps of a walk, without data), and a
+phrase whose words are all inline-list elements (``positive, negative,`` repeated); a marked list
+of one item repeated still loops. Every version 4 case is in version 5 unchanged.
 
-    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v4.json
-    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v4.json
+    python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v5.json
+    python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v5.json
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 from freelm_pruner_client.anchors import AnchorCommand, Protection, PruneOutcome, Span, prune
 from freelm_pruner_client.loop_collapser import loop_spans
 
-VERSION = 4
+VERSION = 5
 _SEED = 20260215
 
 
@@ -476,13 +479,28 @@ def _enumeration_cases() -> Iterator[dict[str, Any]]:
     )
 
 
+def _varied_enumeration_cases() -> Iterator[dict[str, Any]]:
+    """Version 5: a varied marked list's identical items and inline-list elements are counted,
+    not looped; a marked list of one item repeated is still a loop."""
+    walk = (
+        "Walking RRUUUR:\n\n- From R to R: no change\n\n- From R to U: change\n\n"
+        + "- From U to U: no change\n\n" * 2
+        + "- From U to R: change\n\nSo there are two changes."
+    )
+    yield _case("varied_list_items_not_a_loop", walk, [], loops=True)
+    signs = "The signs are positive, negative, positive, negative, positive, negative. So 3."
+    yield _case("inline_list_elements_not_a_loop", signs, [], loops=True)
+    same = "Plan\n" + "- I am not sure about this part\n" * 4 + "So 5."
+    yield _case("list_of_one_item_repeated_still_a_loop", same, [], loops=True)
+
+
 def generate() -> dict[str, Any]:
     """All vectors: the handwritten cases, then seeded random ones (version 2's cases first,
-    unchanged, then version 3's scoped ones, then version 4's enumerations)."""
+    unchanged, then version 3's scoped ones, then version 4's enumerations, then version 5's)."""
     cases = list(_handwritten()) + list(_random_cases(200)) + list(_random_loop_cases(60))
     cases += list(_random_result_cases(40))
     cases += list(_scoped_cases()) + list(_random_scoped_cases(60))
-    cases += list(_enumeration_cases())
+    cases += list(_enumeration_cases()) + list(_varied_enumeration_cases())
     return {"version": VERSION, "cases": cases}
 
 

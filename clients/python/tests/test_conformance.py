@@ -7,7 +7,7 @@ import json
 from conftest import REPO
 from freelm_pruner_client.conformance import check
 
-VECTORS = REPO / "proto" / "conformance" / "anchor_vectors_v4.json"
+VECTORS = REPO / "proto" / "conformance" / "anchor_vectors_v5.json"
 V2 = REPO / "proto" / "conformance" / "anchor_vectors_v2.json"
 
 
