@@ -33,14 +33,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from draft_anchors import requests
+from draft_anchors import cpu_engine, requests
 
-from pruner_service.config import settings_from
 from pruner_service.engine import attention
 from pruner_service.engine.hf import HFEngine, _cache_argument
-from pruner_service.engine.load import cpu_name, fast_bf16_cpu, load_model
-from pruner_service.engine.profile import Profile
-from pruner_service.logging import configure_logging
+from pruner_service.engine.load import cpu_name, fast_bf16_cpu
 
 
 @torch.inference_mode()
@@ -117,17 +114,15 @@ def compare(engine: HFEngine, args: argparse.Namespace, implementations: list[st
 
 def main() -> None:
     args = _arguments()
-    configure_logging("warning", "console")
-    profile = Profile.load(args.profile)
-    loaded = load_model(profile, settings_from().cache_dir, "cpu", args.dtype)
-    engine = HFEngine(loaded, profile)
+    engine = cpu_engine(args.profile, args.dtype)
+    profile = engine.profile
     switched = engine.model.config._attn_implementation == attention.NAME
     implementations = ["sdpa", attention.NAME] if switched else ["sdpa"]
     result: dict[str, Any] = {
         "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads",
         "cpu_bf16": fast_bf16_cpu(),
         "profile": profile.name,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "dtype": str(engine.model.dtype).removeprefix("torch."),
         "note": "" if switched else "float32 (or not a CPU): sdpa is kept, nothing to compare",
     }
     result.update(compare(engine, args, implementations))

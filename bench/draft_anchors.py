@@ -98,12 +98,17 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def cpu_engine(profile_name: str, dtype: str) -> HFEngine:
+    """The engine of a profile on the CPU (``dtype``: "" for the profile's), logging warnings."""
+    configure_logging("warning", "console")
+    profile = Profile.load(profile_name)
+    return HFEngine(load_model(profile, settings_from().cache_dir, "cpu", dtype), profile)
+
+
 def main() -> None:
     args = _arguments()
-    configure_logging("warning", "console")
-    profile = Profile.load(args.profile)
-    loaded = load_model(profile, settings_from().cache_dir, "cpu", args.dtype)
-    engine = HFEngine(loaded, profile)
+    engine = cpu_engine(args.profile, args.dtype)
+    profile = engine.profile
     batch = requests(engine, args.count, args.real, args.real_tokens)
     names = [r.request_id for r in batch]
     held_out = [i for i, n in enumerate(names) if not n.startswith("real-")]
