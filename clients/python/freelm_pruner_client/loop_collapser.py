@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from freelm_pruner_client.anchors import Span
-from freelm_pruner_client.segments import Kind, Segmentation
+from freelm_pruner_client.segments import Kind, Line, Segmentation
 
 MIN_REPEATS = 3
 """A run needs this many consecutive copies to count as a loop."""
@@ -117,20 +117,18 @@ def enumeration_lines(segmentation: Segmentation) -> list[Span]:
     item); or when it starts with a list marker in a *varied list* (``_varied_lists``), such as
     ``- From U to U: no change`` among ``- From R to U: change`` items of a walk through a
     sequence. Spans are the lines' stripped content."""
-    text = segmentation.text
     found: list[Span] = []
-    varied = _varied_lists(segmentation)
+    lines = [_ListLine.of(segmentation.text, line) for line in segmentation.lines]
+    varied = _varied_lists(lines)
     listed = False  # inside the lines that follow a lead-in ending with a colon
-    for index, line in enumerate(segmentation.lines):
-        content = text[line.start : line.end]
+    for index, (line, parsed) in enumerate(zip(segmentation.lines, lines, strict=True)):
+        content = parsed.content
         if not content.strip():
             listed = False
             continue
-        marker = _LIST_MARKER.match(content)
-        opening = content[marker.end() :] if marker else content
-        remark = _REMARK.match(opening) is not None
-        data = _DATA.search(content) is not None and not remark
-        item = (data and (listed or marker is not None)) or (index in varied and not remark)
+        data = _DATA.search(content) is not None and not parsed.remark
+        marked = parsed.opening is not None
+        item = (data and (listed or marked)) or (index in varied and not parsed.remark)
         if item:
             lead = len(content) - len(content.lstrip())
             found.append(Span(line.start + lead, line.start + len(content.rstrip())))
@@ -138,13 +136,30 @@ def enumeration_lines(segmentation: Segmentation) -> list[Span]:
     return found
 
 
-def _varied_lists(segmentation: Segmentation) -> set[int]:
+@dataclass(frozen=True)
+class _ListLine:
+    """A line as ``enumeration_lines`` reads it: its text, its text after a list marker (None
+    without one), and whether it opens like a remark (after its marker, if any)."""
+
+    content: str
+    opening: str | None
+    remark: bool
+
+    @staticmethod
+    def of(text: str, line: Line) -> _ListLine:
+        content = text[line.start : line.end]
+        marker = _LIST_MARKER.match(content)
+        opening = content[marker.end() :] if marker else None
+        remark = _REMARK.match(content if opening is None else opening) is not None
+        return _ListLine(content, opening, remark)
+
+
+def _varied_lists(lines: Sequence[_ListLine]) -> set[int]:
     """Indices of the lines that belong to a varied list: consecutive lines starting with a list
     marker (blank lines between them allowed) among which at least ``MIN_VARIED_ITEMS`` distinct
     items do not open like a remark. In such a list each item is one step or case, so identical
     items in a row (``- From U to U: no change`` four times while walking ``RRRUUUUR…``) are
     counted, not looped; a list of one item repeated is not varied."""
-    text = segmentation.text
     varied: set[int] = set()
     members: list[int] = []
     keys: set[str] = set()
@@ -155,18 +170,15 @@ def _varied_lists(segmentation: Segmentation) -> set[int]:
         members.clear()
         keys.clear()
 
-    for index, line in enumerate(segmentation.lines):
-        content = text[line.start : line.end]
-        if not content.strip():
+    for index, line in enumerate(lines):
+        if not line.content.strip():
             continue
-        marker = _LIST_MARKER.match(content)
-        if marker is None:
+        if line.opening is None:
             close()
             continue
         members.append(index)
-        opening = content[marker.end() :]
-        if not _REMARK.match(opening):
-            keys.add(_key(opening))
+        if not line.remark:
+            keys.add(_key(line.opening))
     close()
     return varied
 
