@@ -79,7 +79,7 @@ def test_close_to_sdpa_in_bfloat16_and_finite_on_fully_masked_rows() -> None:
     torch.testing.assert_close(ours[:1].double(), reference, rtol=0.02, atol=0.02)
 
 
-def test_long_queries_go_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_queries_and_unmasked_several_go_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
     def spy(*args: object, **kwargs: object) -> tuple:
@@ -91,7 +91,9 @@ def test_long_queries_go_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     query, key, value = inputs(queries, queries, torch.float32, batch=1)
     cpu_decode_attention(Module(), query, key, value, None, scaling=0.125)
     cpu_decode_attention(Module(), *inputs(1, 64, torch.float32, batch=1), None, scaling=0.125)
-    assert calls == [query.shape]
+    unmasked = inputs(4, 12, torch.float32, batch=1)  # several queries, no mask: sdpa's alignment
+    cpu_decode_attention(Module(), *unmasked, None, scaling=0.125)
+    assert calls == [query.shape, unmasked[0].shape]
 
 
 class Config:
@@ -123,3 +125,12 @@ def test_switched_only_on_a_cpu_in_reduced_precision(
     model = Model()
     assert use_cpu_decode_attention(model, torch.device(device), dtype) is switched
     assert model.requested == ([attention.NAME] if switched else [])
+
+
+def test_values_may_have_another_head_size_than_keys() -> None:
+    query, key, _ = inputs(1, 50, torch.float64, batch=1)
+    value = torch.randn((1, 3, 50, 24), dtype=torch.float64)
+    ours, _ = cpu_decode_attention(Module(), query, key, value, None, scaling=0.125)
+    theirs, _ = sdpa_attention_forward(Module(), query, key, value, None, scaling=0.125)
+    assert ours.shape == (1, 1, 9, 24)
+    torch.testing.assert_close(ours, theirs)

@@ -308,3 +308,16 @@ def test_elements_of_an_inline_list_are_counted_not_looped() -> None:
     assert len(loop_spans(stutter)) == 5, "remark words are never list elements"
     loop = 'Also "Aaron is Walter\'s ancestor." ' * 4 + "Done."
     assert len(loop_spans(loop)) == 3
+
+
+def test_bullet_loops_and_stutters_are_not_enumerations() -> None:
+    """A marked list that is mostly one item or one group repeated is a loop, and one word
+    repeated with commas is a stutter, whatever the list around it."""
+    single = "- First, consider the base case.\n" + "- I need to verify the base case again.\n" * 10
+    assert len(loop_spans(single)) == 9
+    pair = "- Check the first constraint.\n- Check the second constraint.\n" * 8
+    assert len(loop_spans(pair)) == 7
+    paragraphs = "- Recompute the total carefully.\n- Compare it with the expected value.\n\n" * 8
+    assert len(loop_spans(paragraphs)) == 7
+    assert len(loop_spans("Maybe, maybe, maybe, maybe, maybe, maybe, maybe, I am lost.")) == 6
+    assert loop_spans("The answer is um, um, um, um, um, um, clearly 5.") != []

@@ -90,6 +90,8 @@ class _Unit:
     core_end: int
     item: bool = False
     """Whether the unit is made of whole enumeration items (``enumeration_lines``)."""
+    word: bool = False
+    """Whether the unit is one word of a sentence (``_phrases``)."""
 
     def word_chars(self, text: str) -> int:
         return len(_WORD.findall(text, self.span.start, self.span.end))
@@ -102,10 +104,12 @@ def _key(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(_TRAILING).rstrip()
 
 
-def _unit(text: str, start: int, end: int, atomic: bool = False, item: bool = False) -> _Unit:
+def _unit(
+    text: str, start: int, end: int, atomic: bool = False, item: bool = False, word: bool = False
+) -> _Unit:
     raw = text[start:end]
     core = raw.rstrip().rstrip(_TRAILING)
-    return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core), item)
+    return _Unit(Span(start, end), None if atomic else _key(raw), start + len(core), item, word)
 
 
 def enumeration_lines(segmentation: Segmentation) -> list[Span]:
@@ -157,18 +161,22 @@ class _ListLine:
 def _varied_lists(lines: Sequence[_ListLine]) -> set[int]:
     """Indices of the lines that belong to a varied list: consecutive lines starting with a list
     marker (blank lines between them allowed) among which at least ``MIN_VARIED_ITEMS`` distinct
-    items do not open like a remark. In such a list each item is one step or case, so identical
-    items in a row (``- From U to U: no change`` four times while walking ``RRRUUUUR…``) are
-    counted, not looped; a list of one item repeated is not varied."""
+    items do not open like a remark, and at most half of which a loop covers (``_longest_loop``).
+    In such a list each item is one step or case, so identical items in a row (``- From U to U:
+    no change`` four times while walking ``RRRUUUUR…``) are counted, not looped; a list that is
+    mostly one item or one group of items repeated is a loop, not varied."""
     varied: set[int] = set()
     members: list[int] = []
     keys: set[str] = set()
 
+    sequence: list[str] = []
+
     def close() -> None:
-        if len(keys) >= MIN_VARIED_ITEMS:
+        if len(keys) >= MIN_VARIED_ITEMS and 2 * _longest_loop(sequence) <= len(sequence):
             varied.update(members)
         members.clear()
         keys.clear()
+        sequence.clear()
 
     for index, line in enumerate(lines):
         if not line.content.strip():
@@ -177,10 +185,27 @@ def _varied_lists(lines: Sequence[_ListLine]) -> set[int]:
             close()
             continue
         members.append(index)
+        sequence.append(_key(line.opening))
         if not line.remark:
-            keys.add(_key(line.opening))
+            keys.add(sequence[-1])
     close()
     return varied
+
+
+def _longest_loop(keys: Sequence[str]) -> int:
+    """How many of ``keys`` the longest run of ``MIN_REPEATS`` or more consecutive copies of a
+    sequence of 1 to ``MAX_PERIOD`` keys covers (0: none)."""
+    longest = 0
+    for period in range(1, MAX_PERIOD + 1):
+        i = 0
+        while i + period <= len(keys):
+            copies = 1
+            while keys[i + copies * period : i + (copies + 1) * period] == keys[i : i + period]:
+                copies += 1
+            if copies >= MIN_REPEATS:
+                longest = max(longest, copies * period)
+            i += max(copies - 1, 1) * period if copies > 1 else 1
+    return longest
 
 
 def _levels(segmentation: Segmentation) -> Iterator[list[_Unit]]:
@@ -230,16 +255,16 @@ def _phrases(segmentation: Segmentation) -> Iterator[list[_Unit]]:
         words = [w.rstrip(_TRAILING) for w in text[start:end].casefold().split()]
         if len(words) < MIN_REPEATS or max(Counter(words).values()) < MIN_REPEATS:
             continue
-        yield [_unit(text, m.start(), m.end(), item=_listed(m.group()))
+        yield [_unit(text, m.start(), m.end(), item=_listed(m.group()), word=True)
                for m in _TOKEN.finditer(text, start, end)]  # fmt: skip
 
 
 def _listed(word: str) -> bool:
     """Whether a word is an element of an inline list: it ends with a list separator (``,``,
     ``;``, a fullwidth or an ideographic comma) and is not a remark (``wait,``, ``no,``). A
-    phrase whose words all are (``positive, negative,`` in ``the signs are positive, negative,
-    positive, negative, positive, negative.``) is one element per interval or case, counted like
-    enumeration items."""
+    phrase of two or more words that all are (``positive, negative,`` in ``the signs are
+    positive, negative, positive, negative, positive, negative.``) is one element per interval or
+    case, counted like enumeration items; one word repeated stays a stutter."""
     return word.endswith((",", ";", "\uff0c", "\u3001")) and not _REMARK.match(word)
 
 
@@ -281,7 +306,9 @@ def _copies_at(text: str, units: Sequence[_Unit], i: int, period: int) -> list[i
     ):
         copies.append(end)
         end += period
-    if all(u.item for u in head) and len(copies) <= MAX_ENUMERATION_COPIES:
+    if all(u.item for u in head) and len(copies) <= MAX_ENUMERATION_COPIES and not (
+        head[0].word and len({u.key for u in head}) == 1  # one word repeated: ``um, um, um``
+    ):
         return [i]  # one item per digit or case: the number of copies is information
     return copies
 
