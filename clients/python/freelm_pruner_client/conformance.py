@@ -24,7 +24,8 @@ lead-in ending with a colon) are not loops, while remarks and data outside a lis
 every version 3 case is in version 4 unchanged. Version 5 adds two more kinds of enumeration:
 identical items of a marked list whose items differ (steps of a walk, without data), and a
 phrase whose words are all inline-list elements (``positive, negative,`` repeated); a marked list
-of one item repeated still loops. Every version 4 case is in version 5 unchanged.
+of one item repeated, or mostly covered by a loop, still loops. Every version 4 case is in
+version 5 unchanged.
 
     python -m freelm_pruner_client.conformance --write proto/conformance/anchor_vectors_v5.json
     python -m freelm_pruner_client.conformance --check proto/conformance/anchor_vectors_v5.json
@@ -492,6 +493,8 @@ def _varied_enumeration_cases() -> Iterator[dict[str, Any]]:
     yield _case("inline_list_elements_not_a_loop", signs, [], loops=True)
     same = "Plan\n" + "- I am not sure about this part\n" * 4 + "So 5."
     yield _case("list_of_one_item_repeated_still_a_loop", same, [], loops=True)
+    pair = "- Check the first constraint.\n- Check the second constraint.\n" * 4 + "So 5."
+    yield _case("list_mostly_a_loop_still_a_loop", pair, [], loops=True)
 
 
 def generate() -> dict[str, Any]:
