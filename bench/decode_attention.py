@@ -4,8 +4,7 @@ Loads a profile's model (default: the shipped one, dtype ``auto``) on the CPU an
 run, with each attention implementation:
 
 1. times a decode forward (one query token, ``logits_to_keep=1``) after a prefill of
-   ``--contexts`` random tokens (median of ``--steps`` forwards), and one attention call of a
-   layer's shapes (9 query heads, 3 key/value heads for SmolLM2-135M);
+   ``--contexts`` random tokens (median of ``--steps`` forwards);
 2. runs the engine (each request alone, the service's defaults) over the first ``--count``
    traces of the held-out set (the generator's ``eval`` family, seed 2) and, when
    ``../shared`` is present, ``--real`` real traces cut to ``--real-tokens`` tokens; reports the

@@ -114,14 +114,14 @@ def prefill_floor(profile_name: str, question: str, first: str, before: str, las
               use_cache=True, **{argument: copy})  # fmt: skip
         return time.perf_counter() - started
 
-    head, tail = ids(before), ids(last)
+    start, head, tail = ids(first), ids(before), ids(last)
     shared = next((i for i, (a, b) in enumerate(zip(head, tail, strict=False)) if a != b),
                   min(len(head), len(tail)))  # fmt: skip
     prefix = getattr(model(input_ids=torch.tensor([tail[:shared]]), use_cache=True), argument)
-    cold = sorted(timed(ids(first), None, 0) for _ in range(3))[1]
+    cold = sorted(timed(start, None, 0) for _ in range(3))[1]
     grown = sorted(timed(tail[shared:], prefix, shared) for _ in range(3))[1]
     return {
-        "first_prompt_tokens": len(ids(first)),
+        "first_prompt_tokens": len(start),
         "last_new_tokens": len(tail) - shared,
         "last_cached_tokens": shared,
         "first_s": round(cold, 3),

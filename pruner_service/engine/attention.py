@@ -47,8 +47,8 @@ def cpu_decode_attention(
     or None for a single query (every position attended); several queries without a mask (their
     causal alignment is sdpa's convention), dropout, position bias and softcap go to ``sdpa``. A
     query whose positions are all masked (a padding position) gets a uniform average, never NaN,
-    so that the values cached at padding stay finite. The scores are the bfloat16 product's,
-    scaled and normalised in float32."""
+    so that the values cached at padding stay finite. The scores are the reduced-precision
+    product's, scaled and normalised in float32."""
     batch, heads, queries, dim = query.shape
     if (
         queries > SHORT_QUERY

@@ -168,7 +168,6 @@ def _varied_lists(lines: Sequence[_ListLine]) -> set[int]:
     varied: set[int] = set()
     members: list[int] = []
     keys: set[str] = set()
-
     sequence: list[str] = []
 
     def close() -> None:
@@ -204,7 +203,7 @@ def _longest_loop(keys: Sequence[str]) -> int:
                 copies += 1
             if copies >= MIN_REPEATS:
                 longest = max(longest, copies * period)
-            i += max(copies - 1, 1) * period if copies > 1 else 1
+            i += (copies - 1) * period if copies > 1 else 1
     return longest
 
 
