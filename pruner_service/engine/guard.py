@@ -13,7 +13,13 @@ prefix (rule 3). The guard judges a command as it is written, token by token:
   at the trace's end), so it never leaves half a sentence behind, and that stays within one
   paragraph (no blank line inside it, whatever the line endings). Every gold span the training
   data teach is so; a command
-  running past a paragraph's end is the model overshooting into the next step.
+  running past a paragraph's end is the model overshooting into the next step;
+- a finished command's span must not start before a loop and reach into it (a loop is the
+  collapser's, and such a span deletes the step before the loop with its first copy), nor start
+  a sentence or more before a restatement of the question and reach into it (a restatement is
+  deleted on its own, with the words that lead into it in its sentence). Both are the commonest
+  shape of an essential step lost on the generated check sets: a command that starts one sentence
+  early (``docs/BENCHMARKS.md``); no gold span of those sets has either shape.
 
 What the decoder does with a token that fails (steer to the best token that passes, or end the
 command list there) is the engine's choice; the guard only judges.
@@ -23,7 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from freelm_pruner_client.anchors import AnchorCommand, occurs_more_than_once, resolve_anchor
+from freelm_pruner_client.anchors import (
+    AnchorCommand,
+    Span,
+    occurs_more_than_once,
+    resolve_anchor,
+)
 from freelm_pruner_client.loop_collapser import loop_runs
 from freelm_pruner_client.segments import has_paragraph_break, sentences
 
@@ -33,11 +44,12 @@ from pruner_service.engine.grammar import Writing, writable_head
 class AnchorGuard:
     """Judges partial commands against one trace (see the module's rules)."""
 
-    def __init__(self, trace: str, max_anchor_chars: int) -> None:
+    def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
         self.trace = trace
         self.max_anchor_chars = max_anchor_chars
         self._loops = loop_runs(trace)
         self._sentence_ends = {end for _, end in sentences(trace)} | {len(trace)}
+        self._restatements = restatements(trace, question)
         self._startable: dict[int, bool] = {}
 
     def passes(self, command: Writing) -> bool:
@@ -57,9 +69,27 @@ class AnchorGuard:
                 return tuple(commands[:index])
         return tuple(commands)
 
+    def passing(self, commands: Sequence[AnchorCommand]) -> tuple[AnchorCommand, ...]:
+        """The commands of ``commands`` that pass the guard, in order."""
+        return tuple(c for c in commands if self.passes(Writing(c.prefix, True, c.suffix, True)))
+
     def ends_sentence(self, position: int) -> bool:
         """Whether ``position`` is a sentence's end, spaces or tabs after it allowed."""
         return len(self.trace[:position].rstrip(" \t")) in self._sentence_ends
+
+    def enters_loop(self, start: int, end: int) -> bool:
+        """Whether the span ``[start, end)`` starts before a loop and reaches into it: a step
+        deleted together with a loop's first copy, which the collapser keeps."""
+        return any(start < run.start < end for run in self._loops)
+
+    def enters_restatement(self, start: int, end: int) -> bool:
+        """Whether the span ``[start, end)`` reaches into a restatement of the question from a
+        sentence before the one the restatement starts in."""
+        return any(
+            start <= copy.start < end
+            and any(start < stop <= copy.start for stop in self._sentence_ends)
+            for copy in self._restatements
+        )
 
     def can_start(self, position: int) -> bool:
         """Whether a prefix starting at ``position`` can be unique: outside every loop, with a
@@ -96,5 +126,34 @@ class AnchorGuard:
                 span is not None
                 and self.ends_sentence(span.end)
                 and not has_paragraph_break(self.trace[span.start : span.end])
+                and not self.enters_loop(span.start, span.end)
+                and not self.enters_restatement(span.start, span.end)
             )
         return self.trace.find(suffix, self.trace.find(prefix)) >= 0
+
+
+MIN_RESTATED_CHARS = 15
+"""The shortest sentence of a question whose verbatim copy in a trace counts as a restatement
+(shorter ones, such as ``What is x?``, also occur as the trace's own words)."""
+
+
+def restatements(trace: str, question: str) -> list[Span]:
+    """Where ``trace`` copies ``question`` verbatim: each occurrence of a question sentence of at
+    least ``MIN_RESTATED_CHARS`` code points (stripped), copies with only whitespace between
+    joined; sorted ``[start, end)`` in code points."""
+    found: list[tuple[int, int]] = []
+    for start, end in sentences(question):
+        needle = question[start:end].strip()
+        if len(needle) < MIN_RESTATED_CHARS:
+            continue
+        position = trace.find(needle)
+        while position >= 0:
+            found.append((position, position + len(needle)))
+            position = trace.find(needle, position + 1)
+    joined: list[list[int]] = []
+    for start, end in sorted(found):
+        if joined and not trace[joined[-1][1] : start].strip():
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    return [Span(start, end) for start, end in joined]

@@ -151,6 +151,7 @@ class _Spec:
     text: str
     max_commands: int
     window: Span | None = None
+    question: str = ""
 
 
 @dataclass
@@ -363,7 +364,7 @@ class HFEngine:
         if len(prompt) <= 32 * budget and not (cap and len(self._tokens(request.trace)) > cap):
             ids = self._tokens(prompt)
             if len(ids) <= budget:
-                spec = _Spec(ids, request.trace, max_commands)
+                spec = _Spec(ids, request.trace, max_commands, question=request.question)
                 return _Plan([spec], len(self._tokens(request.question)), windowed=False)
         question, question_tokens = self._bounded_question(request.question)
         overhead = len(self._tokens(render_prompt(self.profile.template, "", question)))
@@ -396,7 +397,7 @@ class HFEngine:
         ids = self._tokens(render_prompt(self.profile.template, text, question))
         budget = self.profile.context_tokens - self.max_new_tokens
         if len(ids) <= budget:
-            return [_Spec(ids, text, max_commands, window)]
+            return [_Spec(ids, text, max_commands, window, question)]
         smaller = size - (len(ids) - budget) - WINDOW_MARGIN
         if smaller < 1 or len(text) < 2:
             raise InvalidArgument(f"a window of the trace takes {len(ids)} prompt tokens; the "
@@ -434,7 +435,9 @@ class HFEngine:
         matcher = self._matcher(grammar)
         if matcher.is_error():
             raise InvalidArgument(f"cannot build the output grammar: {matcher.get_error()}")
-        steering = steering_for(self.steering, spec.text, self.profile.max_anchor_chars)
+        steering = steering_for(
+            self.steering, spec.text, self.profile.max_anchor_chars, spec.question
+        )
         lookup = (
             AnchorLookup(spec.text, self.tokenizer, self.profile.max_anchor_chars)
             if self.draft_tokens

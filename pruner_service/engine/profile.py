@@ -180,9 +180,10 @@ _LEGACY_GUARD = {"off": SteeringMode.NONE, "steer": SteeringMode.STEER, "stop": 
 
 
 def _steering(raw: dict[str, Any]) -> SteeringMode:
-    """The profile's ``steering`` (``none``, ``steer`` or ``stop``; the older ``anchor_guard``
-    key with ``off``, ``steer`` or ``stop`` is read too); raises ``ProfileError`` for another
-    value, for both keys at once, or for a retired setting turned on."""
+    """The profile's ``steering`` (``none``, ``steer``, ``stop`` or ``skip``; the older
+    ``anchor_guard`` key with ``off``, ``steer`` or ``stop`` is read too); raises
+    ``ProfileError`` for another value, for both keys at once, or for a retired setting turned
+    on."""
     for name in RETIRED:
         if raw.get(name):
             raise ProfileError(f"profile {name} was retired (it raised essential deletions on "

@@ -16,6 +16,7 @@ from pruner_service.engine import hf
 from pruner_service.engine.grammar import (
     parse_commands,
 )
+from pruner_service.engine.guard import AnchorGuard
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import Float32Head, LoadedModel, load_model
 from pruner_service.engine.profile import AdapterConfig, Profile, ProfileError
@@ -188,7 +189,8 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"anchor_guard 'on' is not one of off, steer, stop"):
         Profile.load(str(tmp_path))
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "steering": "guard"}))
-    with pytest.raises(ProfileError, match=r"steering 'guard' is not one of none, steer, stop"):
+    modes = "none, steer, stop, skip"
+    with pytest.raises(ProfileError, match=rf"steering 'guard' is not one of {modes}"):
         Profile.load(str(tmp_path))
     (tmp_path / "profile.json").write_text(json.dumps({"name": "x", "unique_prefix": True}))
     with pytest.raises(ProfileError, match=r"unique_prefix was retired"):
@@ -264,7 +266,7 @@ def _plain_then_changed(
     return batch, plain, shipped.propose(batch), rows
 
 
-@pytest.mark.parametrize("mode", ["steer", "stop"])
+@pytest.mark.parametrize("mode", ["steer", "stop", "skip"])
 def test_the_anchor_guard_keeps_commands_resolvable(
     shipped: HFEngine, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
@@ -284,11 +286,17 @@ def test_the_anchor_guard_keeps_commands_resolvable(
     if mode == "steer":  # it writes commands the model did not: a replaced token
         assert [p.commands for p in guarded] != [p.commands for p in plain]
         assert not any(row.cut for row in rows)
-    else:  # stopping only ends lists early: what is left is what the model wrote anyway
+    elif mode == "stop":  # stopping only ends lists early: what is left is what the model wrote
         assert any(row.cut for row in rows)
         for first, second in zip(plain, guarded, strict=True):
             assert not isinstance(first, Exception) and not isinstance(second, Exception)
             assert first.commands[: len(second.commands)] == second.commands
+    else:  # skipping leaves out the failing commands and keeps every other the model wrote
+        assert any(row.cut for row in rows)
+        for request, first, second in zip(batch, plain, guarded, strict=True):
+            assert not isinstance(first, Exception) and not isinstance(second, Exception)
+            guard = AnchorGuard(request.trace, shipped.profile.max_anchor_chars, request.question)
+            assert second.commands == guard.passing(first.commands)
 
 
 def _fails(trace: str, command: AnchorCommand) -> bool:
@@ -507,3 +515,18 @@ def test_two_requests_rendering_one_prompt_are_not_given_each_others_rows(
     engine.propose([second])
     engine.propose([first])
     assert decoded == [1, 1]  # the second decoded for itself; the first's repeat reused
+
+
+def test_every_row_judges_commands_with_the_request_question(shipped: HFEngine) -> None:
+    question = "Tom has 3 bags of 4 shells. How many shells does Tom have?"
+    trace = "First, 3 * 4 = 12 shells. Going back to the question: " + question + " So 12."
+    restating = AnchorCommand("First, 3", "does Tom have?")  # a step deleted with a restatement
+    (spec,) = shipped._plan(PruneRequest("q", trace, question, PruneOptions())).specs
+    assert spec.question == question
+    assert shipped._row(spec).steering.finish([restating])[0] == ()
+    unasked = dataclasses.replace(spec, question="")
+    assert shipped._row(unasked).steering.finish([restating])[0] == (restating,)
+    windowed = _engine_like(shipped, 0, 0, window_tokens=40)
+    long = PruneRequest("w", "\n\n".join([trace] * 4), question, PruneOptions())
+    specs = windowed._plan(long).specs
+    assert len(specs) > 1 and all(s.question == question for s in specs)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pruner_service.engine.grammar import Writing, last_command, writable_head
-from pruner_service.engine.guard import AnchorGuard
+from pruner_service.engine.guard import AnchorGuard, restatements
 
 LOOPY = "Add 3 and 4 to get 7. Wait, no. Wait, no. Wait, no. Then x is 7. Check: 3+4=7. Yes."
 
@@ -133,3 +133,56 @@ def test_leading_passes_ends_the_list_at_the_first_failing_command() -> None:
     assert guard.leading_passes([good, loop, good]) == (good,)
     assert guard.leading_passes([loop, good]) == ()
     assert guard.leading_passes([good]) == (good,)
+
+
+def test_passing_leaves_out_each_failing_command_and_keeps_the_rest() -> None:
+    guard = AnchorGuard(LOOPY, 48)
+    good = AnchorCommand("Check: 3", "Yes.")
+    first = AnchorCommand("Add 3", "get 7.")
+    loop = AnchorCommand("Wait, no.", "Wait, no.")
+    assert guard.passing([first, loop, good]) == (first, good)
+    assert guard.passing([loop, loop]) == ()
+    assert guard.passing([]) == ()
+
+
+def test_a_span_may_not_reach_into_a_loop_from_before_it() -> None:
+    guard = AnchorGuard(LOOPY, 48)
+    (run,) = loop_runs(LOOPY)
+    step_start = LOOPY.index("Add 3")
+    assert guard.enters_loop(step_start, run.start + len("Wait, no."))
+    assert guard.enters_loop(step_start, run.end)
+    assert not guard.enters_loop(step_start, run.start)  # the step alone
+    assert not guard.enters_loop(run.end, len(LOOPY))  # after the loop
+    # the step deleted with the loop's first copy: a step lost, the collapser's copy taken
+    assert not passes(LOOPY, '[{"prefix": "Add 3", "suffix": "get 7. Wait, no."}')
+    assert passes(LOOPY, '[{"prefix": "Add 3", "suffix": "get 7."}')
+
+
+QUESTION = "Tom has 3 bags of 4 shells. How many shells does Tom have?"
+RESTATED = (
+    "First, 3 * 4 = 12 shells. Going back to the question: Tom has 3 bags of 4 shells. How many "
+    "shells does Tom have? So the answer is 12."
+)
+
+
+def restated_passes(output: str) -> bool:
+    writing = last_command(output)
+    assert writing is not None
+    return AnchorGuard(RESTATED, 48, QUESTION).passes(writing)
+
+
+def test_restatements_find_verbatim_copies_of_the_question_joined() -> None:
+    (copy,) = restatements(RESTATED, QUESTION)
+    assert RESTATED[copy.start : copy.end] == QUESTION
+    assert restatements(RESTATED, "") == []
+    assert restatements("Who wins? Ann wins.", "Who wins?") == []  # too short to count
+
+
+def test_a_span_may_not_reach_into_a_restatement_from_a_sentence_before_it() -> None:
+    # the restatement with its lead-in, one sentence: a span of its own
+    assert restated_passes('[{"prefix": "Going back", "suffix": "does Tom have?"}')
+    # the step before it deleted with it: the commonest essential loss, refused
+    assert not restated_passes('[{"prefix": "First, 3", "suffix": "does Tom have?"}')
+    # without the question the guard cannot tell a restatement
+    writing = last_command('[{"prefix": "First, 3", "suffix": "does Tom have?"}')
+    assert writing is not None and AnchorGuard(RESTATED, 48).passes(writing)

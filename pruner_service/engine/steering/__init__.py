@@ -5,8 +5,10 @@ One strategy per file, all behind ``base.Steering``, chosen by the profile's ``s
 - ``none`` (``none.py``): the model's greedy token under the grammar, unjudged;
 - ``steer`` (``guard_steer.py``): a failing token gives way to the model's best allowed token
   that passes the guard;
-- ``stop`` (``guard_stop.py``, the shipped default): the command list ends before the first
-  command that fails, so it only ever takes the model's commands away.
+- ``stop`` (``guard_stop.py``): the command list ends before the first command that fails, so
+  it only ever takes the model's commands away;
+- ``skip`` (``guard_skip.py``, the shipped default): the model writes its list unjudged and each
+  failing command is left out, the commands after it kept.
 
 The guard's rules themselves live in ``engine.guard`` (their one home); a strategy only decides
 what to do with its verdict. Two older settings were retired, on the figures in
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from pruner_service.engine.steering.base import Steering, Step
+from pruner_service.engine.steering.guard_skip import GuardSkip
 from pruner_service.engine.steering.guard_steer import GuardSteer
 from pruner_service.engine.steering.guard_stop import GuardStop
 from pruner_service.engine.steering.none import NoSteering
@@ -35,20 +38,26 @@ class SteeringMode(StrEnum):
     NONE = "none"
     STEER = "steer"
     STOP = "stop"
+    SKIP = "skip"
 
 
-STRATEGIES: dict[SteeringMode, Callable[[str, int], Steering]] = {
+STRATEGIES: dict[SteeringMode, Callable[[str, int, str], Steering]] = {
     SteeringMode.NONE: NoSteering,
     SteeringMode.STEER: GuardSteer,
     SteeringMode.STOP: GuardStop,
+    SteeringMode.SKIP: GuardSkip,
 }
-"""Each mode's strategy, built per row from (the row's trace, the profile's max_anchor_chars)."""
+"""Each mode's strategy, built per row from (the row's trace, the profile's max_anchor_chars,
+the row's question)."""
 
 
-def steering_for(mode: SteeringMode, trace: str, max_anchor_chars: int) -> Steering:
-    """The strategy of ``mode`` for one row whose trace (or window) is ``trace``."""
-    return STRATEGIES[mode](trace, max_anchor_chars)
+def steering_for(
+    mode: SteeringMode, trace: str, max_anchor_chars: int, question: str = ""
+) -> Steering:
+    """The strategy of ``mode`` for one row whose trace (or window) is ``trace`` and whose prompt
+    holds ``question`` (as the row's prompt has it)."""
+    return STRATEGIES[mode](trace, max_anchor_chars, question)
 
 
-__all__ = ["STRATEGIES", "GuardSteer", "GuardStop", "NoSteering", "Steering", "SteeringMode",
-           "Step", "steering_for"]  # fmt: skip
+__all__ = ["STRATEGIES", "GuardSkip", "GuardSteer", "GuardStop", "NoSteering", "Steering",
+           "SteeringMode", "Step", "steering_for"]  # fmt: skip

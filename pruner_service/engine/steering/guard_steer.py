@@ -20,8 +20,8 @@ CANDIDATES = 64
 class GuardSteer(Steering):
     """Replaces a failing token with the best one that passes."""
 
-    def __init__(self, trace: str, max_anchor_chars: int) -> None:
-        self.guard = AnchorGuard(trace, max_anchor_chars)
+    def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
+        self.guard = AnchorGuard(trace, max_anchor_chars, question)
 
     def choose(self, step: Step) -> int | None:
         writing = step.writing(None)

@@ -1,4 +1,4 @@
-"""``stop`` (the shipped default): the command list ends before the first command that fails
+"""``stop``: the command list ends before the first command that fails
 the anchor guard, so the commands kept are exactly those the model would have written first.
 
 On the held-out set with adapter 1.3.0 (``docs/BENCHMARKS.md``): commands that resolve 80.1% →
@@ -18,8 +18,8 @@ from pruner_service.engine.steering.base import Steering, Step
 class GuardStop(Steering):
     """Ends the list at the first command the guard fails."""
 
-    def __init__(self, trace: str, max_anchor_chars: int) -> None:
-        self.guard = AnchorGuard(trace, max_anchor_chars)
+    def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
+        self.guard = AnchorGuard(trace, max_anchor_chars, question)
 
     def choose(self, step: Step) -> int | None:
         writing = step.writing(None)

@@ -8,8 +8,8 @@ from pruner_service.engine.steering.base import Steering, Step
 class NoSteering(Steering):
     """Writes the model's token, unjudged."""
 
-    def __init__(self, trace: str, max_anchor_chars: int) -> None:
-        del trace, max_anchor_chars
+    def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
+        del trace, max_anchor_chars, question
 
     def choose(self, step: Step) -> int | None:
         return step.token

@@ -1,0 +1,28 @@
+"""``skip``: the model writes its command list unjudged, and every command that fails the anchor
+guard is left out of it; the commands after a failing one are kept (``stop`` ends the list
+there). The decode is ``none``'s token for token, so the commands kept are exactly the model's
+own that resolve to whole sentences within one paragraph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from freelm_pruner_client.anchors import AnchorCommand
+
+from pruner_service.engine.guard import AnchorGuard
+from pruner_service.engine.steering.base import Steering, Step
+
+
+class GuardSkip(Steering):
+    """Leaves out each command the guard fails, keeping the rest of the list."""
+
+    def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
+        self.guard = AnchorGuard(trace, max_anchor_chars, question)
+
+    def choose(self, step: Step) -> int | None:
+        return step.token
+
+    def finish(self, commands: Sequence[AnchorCommand]) -> tuple[tuple[AnchorCommand, ...], bool]:
+        """The commands that pass the guard, in order; cut when any was left out."""
+        passing = self.guard.passing(commands)
+        return passing, len(passing) < len(commands)
