@@ -14,15 +14,17 @@ prefix (rule 3). The guard judges a command as it is written, token by token:
   paragraph (no blank line inside it, whatever the line endings). Every gold span the training
   data teach is so; a command
   running past a paragraph's end is the model overshooting into the next step;
-- a finished command's span must not start before a loop and reach into it (a loop is the
-  collapser's, and such a span deletes the step before the loop with its first copy), nor start
-  a sentence or more before a restatement of the question and reach into it (a restatement is
-  deleted on its own, with the words that lead into it in its sentence). Both are the commonest
-  shape of an essential step lost on the generated check sets: a command that starts one sentence
-  early (``docs/BENCHMARKS.md``); no gold span of those sets has either shape.
+- a finished command's span must not reach into a loop from a sentence before the one the loop
+  starts in (a loop is the collapser's, and such a span deletes the step before the loop with
+  its first copy), nor into a restatement of the question (``restatements``) from a sentence
+  before the one the restatement starts in (a restatement is deleted on its own, with the words
+  that lead into it in its sentence). Both are the commonest shape of an essential step lost on
+  the generated sets: a command that starts one sentence early (``docs/BENCHMARKS.md``); no gold
+  span of those sets has either shape. Without a question there is no restatement rule.
 
-What the decoder does with a token that fails (steer to the best token that passes, or end the
-command list there) is the engine's choice; the guard only judges.
+What the decoder does with a failing command (steer a failing token to the best one that passes,
+end the command list there, or leave the command out once the list is written) is the steering
+strategy's choice; the guard only judges.
 """
 
 from __future__ import annotations
@@ -78,17 +80,20 @@ class AnchorGuard:
         return len(self.trace[:position].rstrip(" \t")) in self._sentence_ends
 
     def enters_loop(self, start: int, end: int) -> bool:
-        """Whether the span ``[start, end)`` starts before a loop and reaches into it: a step
-        deleted together with a loop's first copy, which the collapser keeps."""
-        return any(start < run.start < end for run in self._loops)
+        """Whether the span ``[start, end)`` reaches into a loop from a sentence before the one
+        the loop starts in: a step deleted together with the loop's first copy, which the
+        collapser keeps (a phrase loop inside the span's first sentence does not count)."""
+        return any(self._reaches_into(start, end, run.start) for run in self._loops)
 
     def enters_restatement(self, start: int, end: int) -> bool:
         """Whether the span ``[start, end)`` reaches into a restatement of the question from a
         sentence before the one the restatement starts in."""
-        return any(
-            start <= copy.start < end
-            and any(start < stop <= copy.start for stop in self._sentence_ends)
-            for copy in self._restatements
+        return any(self._reaches_into(start, end, copy.start) for copy in self._restatements)
+
+    def _reaches_into(self, start: int, end: int, position: int) -> bool:
+        """Whether ``position`` lies in ``[start, end)`` with a sentence end in between."""
+        return start <= position < end and any(
+            start < stop <= position for stop in self._sentence_ends
         )
 
     def can_start(self, position: int) -> bool:
@@ -139,21 +144,39 @@ MIN_RESTATED_CHARS = 15
 
 def restatements(trace: str, question: str) -> list[Span]:
     """Where ``trace`` copies ``question`` verbatim: each occurrence of a question sentence of at
-    least ``MIN_RESTATED_CHARS`` code points (stripped), copies with only whitespace between
-    joined; sorted ``[start, end)`` in code points."""
+    least ``MIN_RESTATED_CHARS`` code points (stripped), widened over the copies of any other
+    question sentence (short ones too) that follow or precede it with only whitespace between;
+    sorted, disjoint ``[start, end)`` in code points."""
+    pieces = [question[s:e].strip() for s, e in sentences(question)]
+    pieces = [piece for piece in pieces if piece]
     found: list[tuple[int, int]] = []
-    for start, end in sentences(question):
-        needle = question[start:end].strip()
-        if len(needle) < MIN_RESTATED_CHARS:
-            continue
-        position = trace.find(needle)
-        while position >= 0:
-            found.append((position, position + len(needle)))
-            position = trace.find(needle, position + 1)
+    for piece in pieces:
+        if len(piece) >= MIN_RESTATED_CHARS:
+            position = trace.find(piece)
+            while position >= 0:
+                found.append(_widened(trace, pieces, position, position + len(piece)))
+                position = trace.find(piece, position + 1)
     joined: list[list[int]] = []
     for start, end in sorted(found):
-        if joined and not trace[joined[-1][1] : start].strip():
+        if joined and start <= joined[-1][1]:
             joined[-1][1] = max(joined[-1][1], end)
         else:
             joined.append([start, end])
     return [Span(start, end) for start, end in joined]
+
+
+def _widened(trace: str, pieces: list[str], start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` grown over adjacent copies of ``pieces`` (only whitespace between; each
+    piece is non-empty, so every step grows the span and the loop ends)."""
+    grown = True
+    while grown:
+        after = len(trace) - len(trace[end:].lstrip())
+        before = len(trace[:start].rstrip())
+        following = next((p for p in pieces if trace.startswith(p, after)), None)
+        preceding = next((p for p in pieces if trace.endswith(p, 0, before)), None)
+        if following is not None:
+            end = after + len(following)
+        if preceding is not None:
+            start = before - len(preceding)
+        grown = following is not None or preceding is not None
+    return start, end

@@ -138,7 +138,7 @@ class _Row:
     done: bool = False
     repeated: bool = False
     steering: Steering = field(default_factory=lambda: NoSteering("", 1))
-    cut: bool = False  # the steering strategy ended the command list
+    cut: bool = False  # the steering strategy ended the command list (``stop``)
     lookup: AnchorLookup | None = None  # drafts from the trace; None: no drafting
 
 
@@ -152,6 +152,8 @@ class _Spec:
     max_commands: int
     window: Span | None = None
     question: str = ""
+    """The request's whole question, which the row's anchor guard reads (a windowed row's
+    prompt may hold a bounded one)."""
 
 
 @dataclass
@@ -264,8 +266,11 @@ class HFEngine:
     def _row_key(self, spec: _Spec, budget: int) -> bytes:
         """The row's key for ``row_results``: its prompt, and its trace text (the grammar's
         anchors come from it: two requests can render the same prompt from a different split
-        of question and trace), its command limit, the budget and the steering."""
-        return RowResults.key(spec.prompt_ids, spec.text, spec.max_commands, budget, self.steering)
+        of question and trace), its command limit, the budget, the steering and the question
+        its guard reads (a windowed row's prompt holds a bounded one)."""
+        return RowResults.key(
+            spec.prompt_ids, spec.text, spec.max_commands, budget, self.steering, spec.question
+        )
 
     def _decode_group(
         self,
@@ -333,14 +338,16 @@ class HFEngine:
         )
 
     def _proposal(self, row: _Row) -> Proposal:
-        """The row's commands; an output cut by the budget, a repeat or the stopping guard is
-        closed as valid JSON. Stopping, the list also ends before any command that fails the
-        guard without the guard having judged it (a closing the grammar forced)."""
+        """The row's commands; an output cut by the budget, a repeat or the stopping guard, or
+        one whose commands the steering left out (``skip``), is written again as valid JSON.
+        Stopping, the list also ends before any command that fails the guard without the guard
+        having judged it (a closing the grammar forced); skipping, the output is truncated when
+        the budget cut it, whatever was left out."""
         text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        commands, cut = row.steering.finish(_unique(parse_commands(text)))
-        row.cut = row.cut or cut
+        commands, left_out = row.steering.finish(_unique(parse_commands(text)))
+        row.cut = row.cut or (left_out and row.steering.ends_list)
         finished = (row.matcher.is_stopped() or row.cut) and not row.repeated
-        whole = row.matcher.is_stopped() and not row.cut and not row.repeated
+        whole = row.matcher.is_stopped() and not row.cut and not left_out and not row.repeated
         return Proposal(
             commands,
             text if whole else canonical_json(commands),
@@ -374,7 +381,12 @@ class HFEngine:
                                   f"the {budget} the model has for a prompt")  # fmt: skip
         specs = []
         for window in self.windows(request.trace, size):
-            specs += self._window_specs(request.trace, window, question, max_commands, size)
+            specs += [
+                replace(spec, question=request.question)
+                for spec in self._window_specs(
+                    request.trace, window, question, max_commands, size
+                )
+            ]
         return _Plan(specs, question_tokens, windowed=True)
 
     def windows(self, trace: str, size: int) -> list[Span]:

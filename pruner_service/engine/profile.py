@@ -187,7 +187,7 @@ def _steering(raw: dict[str, Any]) -> SteeringMode:
     for name in RETIRED:
         if raw.get(name):
             raise ProfileError(f"profile {name} was retired (it raised essential deletions on "
-                               f"the held-out set); use steering: stop")  # fmt: skip
+                               f"the held-out set); use steering: skip")  # fmt: skip
     if "steering" in raw and "anchor_guard" in raw:
         raise ProfileError("profile sets both steering and anchor_guard; keep steering")
     if "anchor_guard" in raw:

@@ -204,7 +204,8 @@ def test_profiles_fail_fast_with_one_clear_message(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setting", "mode"),
     [({}, "none"), ({"anchor_guard": "off"}, "none"), ({"anchor_guard": "stop"}, "stop"),
-     ({"steering": "steer"}, "steer"), ({"unique_prefix": False}, "none")],
+     ({"steering": "steer"}, "steer"), ({"steering": "skip"}, "skip"),
+     ({"unique_prefix": False}, "none")],
 )  # fmt: skip
 def test_a_profile_names_its_steering_in_one_setting(
     tmp_path: Path, setting: dict[str, Any], mode: str
@@ -292,7 +293,8 @@ def test_the_anchor_guard_keeps_commands_resolvable(
             assert not isinstance(first, Exception) and not isinstance(second, Exception)
             assert first.commands[: len(second.commands)] == second.commands
     else:  # skipping leaves out the failing commands and keeps every other the model wrote
-        assert any(row.cut for row in rows)
+        assert not any(row.cut for row in rows)  # the lists were not ended early
+        assert [p.commands for p in guarded] != [p.commands for p in plain]
         for request, first, second in zip(batch, plain, guarded, strict=True):
             assert not isinstance(first, Exception) and not isinstance(second, Exception)
             guard = AnchorGuard(request.trace, shipped.profile.max_anchor_chars, request.question)
@@ -530,3 +532,22 @@ def test_every_row_judges_commands_with_the_request_question(shipped: HFEngine) 
     long = PruneRequest("w", "\n\n".join([trace] * 4), question, PruneOptions())
     specs = windowed._plan(long).specs
     assert len(specs) > 1 and all(s.question == question for s in specs)
+
+
+def test_skipping_a_command_does_not_hide_a_budget_cut(
+    shipped: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch, plain, _, _ = _plain_then_changed(shipped, monkeypatch)
+    request, first = next(
+        (r, p)
+        for r, p in zip(batch, plain, strict=True)
+        if not isinstance(p, Exception) and any(_fails(r.trace, c) for c in p.commands[:-1])
+    )
+    monkeypatch.setattr(shipped, "steering", SteeringMode.SKIP)
+    (cut,) = shipped.propose([request], max_new_tokens=first.generated_tokens - 3)
+    assert not isinstance(cut, Exception)
+    assert cut.truncated, "the budget cut the list: a left-out command does not end it"
+    assert not any(_fails(request.trace, c) for c in cut.commands)
+    assert json.loads(cut.raw_output) == [
+        {"prefix": c.prefix, "suffix": c.suffix} for c in cut.commands
+    ]

@@ -186,3 +186,23 @@ def test_a_span_may_not_reach_into_a_restatement_from_a_sentence_before_it() -> 
     # without the question the guard cannot tell a restatement
     writing = last_command('[{"prefix": "First, 3", "suffix": "does Tom have?"}')
     assert writing is not None and AnchorGuard(RESTATED, 48).passes(writing)
+
+
+def test_a_restatement_takes_in_the_question_s_short_sentences_around_it() -> None:
+    question = "Let x = 5. What is x squared plus three times x?"
+    trace = "So 25 + 15 = 40. Going back to the question: " + question + " Fine. So 40."
+    (copy,) = restatements(trace, question)
+    assert trace[copy.start : copy.end] == question  # `Let x = 5.` is under 15 characters
+    writing = last_command('[{"prefix": "Going back", "suffix": "plus three times x?"}')
+    assert writing is not None and AnchorGuard(trace, 48, question).passes(writing)
+    three = "Tom has 3 bags of 4 shells. He eats 2. How many shells are left now?"
+    trace = "First, 12 - 2 = 10. Going back to the question: " + three + " So 10."
+    (copy,) = restatements(trace, three)
+    assert trace[copy.start : copy.end] == three
+
+
+def test_a_phrase_loop_inside_the_span_s_first_sentence_is_no_reason_to_refuse() -> None:
+    trace = "First we add. So it is 5, no wait, no wait, no wait, no wait, it is 7. Done here."
+    assert loop_runs(trace)  # the phrase loop
+    writing = last_command('[{"prefix": "So it is 5", "suffix": "it is 7."}')
+    assert writing is not None and AnchorGuard(trace, 48).passes(writing)

@@ -27,11 +27,16 @@ class Step:
 class Steering(ABC):
     """What the decoder writes for one row (a trace or one window of it)."""
 
+    ends_list = False
+    """Whether commands that ``finish`` leaves out end the list there (the output then counts as
+    finished even when the token budget cut it), rather than being dropped from a list that
+    goes on."""
+
     @abstractmethod
     def choose(self, step: Step) -> int | None:
         """The token to write at ``step``; ``None`` ends the row's command list here."""
 
     def finish(self, commands: Sequence[AnchorCommand]) -> tuple[tuple[AnchorCommand, ...], bool]:
-        """The row's final commands from those parsed from its output, and whether the list was
-        cut short (then the output is rewritten as their JSON)."""
+        """The row's final commands from those parsed from its output, and whether any was left
+        out (then the output is rewritten as their JSON)."""
         return tuple(commands), False

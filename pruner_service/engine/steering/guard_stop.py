@@ -18,6 +18,8 @@ from pruner_service.engine.steering.base import Steering, Step
 class GuardStop(Steering):
     """Ends the list at the first command the guard fails."""
 
+    ends_list = True
+
     def __init__(self, trace: str, max_anchor_chars: int, question: str = "") -> None:
         self.guard = AnchorGuard(trace, max_anchor_chars, question)
 
