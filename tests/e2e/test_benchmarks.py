@@ -115,3 +115,15 @@ def test_real_traces_benchmark_reports_removal_per_trace_and_the_deleted_text(
     assert replies["loop"] and all(
         by_id["loop"][d["start"] : d["end"]] == d["text"] for d in replies["loop"]
     )
+
+
+def test_steering_benchmark_scores_each_strategy_on_one_decode(tmp_path: Path) -> None:
+    out = tmp_path / "steering.json"
+    run_bench("steering.py", "--seeds", "2", "--count", "6", "--out", str(out))
+    result = read(out)
+    (scores,) = result["sets"].values()
+    assert scores["decode_s"] > 0
+    assert set(result["essential_violation_rate_pooled"]) == {"none", "stop", "skip"}
+    for mode in ("none", "stop", "skip"):
+        assert 0.0 <= scores[mode]["f1"] <= 1.0 and 0.0 <= scores[mode]["recall"] <= 1.0
+        assert scores[mode]["answer_preservation"] == 1.0  # the last sentence is protected
