@@ -5,10 +5,10 @@ anchor guard and every one after it, ``skip`` each one that fails), so the model
 decode (``steering: none``) holds them all: this script decodes each set once with ``none`` on the
 profile's engine (the shipped one by default, its dtype), passes every reply's commands through
 each strategy's ``finish`` with the request's question (the same objects the decoder uses),
-resolves them as the service does (default ``PruneOptions``: last sentence and result sentences
-protected, loop copies collapsed, the delete limit) and scores them with ``freelm-pruner eval``'s
-measures. ``steer`` changes the decode itself and is not covered (``freelm-pruner eval --profile``
-of a profile copy with ``"steering": "steer"`` measures it).
+resolves them with the service's own ``compute.resolve`` (default ``PruneOptions``: last
+sentence and result sentences protected, loop copies collapsed, the delete limit) and scores them
+with ``freelm-pruner eval``'s measures. ``steer`` changes the decode itself and is not covered
+(``freelm-pruner eval --profile`` of a profile copy with ``"steering": "steer"`` measures it).
 
 Sets: ``freelm-pruner data --count N --seed S --family eval`` (unseen phrasings), one per seed:
 2 is the held-out set, 13 and 17 the check sets, others fresh.
@@ -23,15 +23,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from freelm_pruner_client.anchors import prune
-from freelm_pruner_client.loop_collapser import loop_spans
-from freelm_pruner_client.options import PruneOptions as ResolverOptions
 from tqdm import tqdm
 
+from pruner_service.compute import resolve
 from pruner_service.domain import PruneOptions, PruneRequest
 from pruner_service.engine.hf import HFEngine
 from pruner_service.engine.load import cpu_name
@@ -64,11 +63,10 @@ def deletions(engine: HFEngine, record: dict[str, Any], proposal: Any, mode: Ste
         raise SystemExit(f"{record['id']}: {proposal}")
     if proposal.windows > 1:  # commands scoped to windows: each window has its own guard
         raise SystemExit(f"{record['id']}: read in {proposal.windows} windows; sets are short")
-    trace, question = record["trace"], record["question"]
-    strategy = steering_for(mode, trace, engine.profile.max_anchor_chars, question)
+    request = PruneRequest(record["id"], record["trace"], record["question"], PruneOptions())
+    strategy = steering_for(mode, request.trace, engine.profile.max_anchor_chars, request.question)
     kept, _ = strategy.finish(proposal.commands)
-    outcome = prune(trace, kept, loop_spans=loop_spans(trace), question=question,
-                    protection=ResolverOptions().protection())  # fmt: skip
+    outcome = resolve(request, replace(proposal, commands=kept))  # as the service resolves
     return [(d.start, d.end) for d in outcome.deletions]
 
 

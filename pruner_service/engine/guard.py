@@ -67,13 +67,16 @@ class AnchorGuard:
     def leading_passes(self, commands: Sequence[AnchorCommand]) -> tuple[AnchorCommand, ...]:
         """``commands`` up to (not including) the first that fails the guard."""
         for index, command in enumerate(commands):
-            if not self.passes(Writing(command.prefix, True, command.suffix, True)):
+            if not self._finished_passes(command):
                 return tuple(commands[:index])
         return tuple(commands)
 
     def passing(self, commands: Sequence[AnchorCommand]) -> tuple[AnchorCommand, ...]:
         """The commands of ``commands`` that pass the guard, in order."""
-        return tuple(c for c in commands if self.passes(Writing(c.prefix, True, c.suffix, True)))
+        return tuple(command for command in commands if self._finished_passes(command))
+
+    def _finished_passes(self, command: AnchorCommand) -> bool:
+        return self.passes(Writing(command.prefix, True, command.suffix, True))
 
     def ends_sentence(self, position: int) -> bool:
         """Whether ``position`` is a sentence's end, spaces or tabs after it allowed."""

@@ -409,7 +409,7 @@ class HFEngine:
         ids = self._tokens(render_prompt(self.profile.template, text, question))
         budget = self.profile.context_tokens - self.max_new_tokens
         if len(ids) <= budget:
-            return [_Spec(ids, text, max_commands, window, question)]
+            return [_Spec(ids, text, max_commands, window)]  # _plan adds the whole question
         smaller = size - (len(ids) - budget) - WINDOW_MARGIN
         if smaller < 1 or len(text) < 2:
             raise InvalidArgument(f"a window of the trace takes {len(ids)} prompt tokens; the "
