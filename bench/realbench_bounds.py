@@ -8,7 +8,15 @@ issue-style targets (a share removed, no essential chunk hit, importance damage 
 the label oracle's) are consistent with each other on these traces, and which chunks a
 service would have to find. Realbench is for measuring: nothing here is fitted or trained on it.
 
-    .venv/bin/python bench/realbench_bounds.py [--shares 0.10 0.15 0.25 0.40]
+Beside them, what a deleter that does not see the labels faces: the per-chunk precision it needs
+(a trace whose ``n`` deleted chunks are each non-essential with probability ``p`` escapes an
+essential hit with probability ``p ** n``; ``precision_needed`` solves ``p ** n = 1 - hit share``
+for the median trace's ``n`` at a removed share), and two label-blind rankings taken to the same
+shares: chunks in a seeded random order, and (``--surprisal``) chunks in ascending mean token
+surprisal (negative log-likelihood, nats per token) under the embedded base model reading the
+trace from its start, the most predictable text first.
+
+    .venv/bin/python bench/realbench_bounds.py [--shares 0.10 0.15 0.25 0.40] [--surprisal]
         [--out bench/results/realbench_bounds.json]
 """
 
@@ -16,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +57,77 @@ def importance_oracle(share: float) -> Chunks:
     return pick
 
 
+def ranked(share: float, key: Callable[[dict[str, Any], int], float]) -> Chunks:
+    """Chunks in ascending ``key(record, chunk index)``, label-blind, until ``share`` of the
+    trace's code points are deleted."""
+
+    def pick(record: dict[str, Any]) -> list[tuple[int, int]]:
+        order = sorted(range(len(record["chunks"])), key=lambda k: key(record, k))
+        spans: list[tuple[int, int]] = []
+        deleted = 0
+        for k in order:
+            if deleted >= share * record["chars"]:
+                break
+            chunk = record["chunks"][k]
+            spans.append((chunk["start"], chunk["end"]))
+            deleted += chunk["end"] - chunk["start"]
+        return spans
+
+    return pick
+
+
+def precision_needed(records: list[dict[str, Any]], share: float, hit_share: float) -> dict:
+    """Chunks a deleter removes from the median trace to delete ``share`` of it (at the mean
+    non-essential chunk length, code points), and the share ``p`` of its deleted chunks that must
+    be non-essential for a trace to escape an essential hit with probability ``1 - hit_share``
+    (``p ** n = 1 - hit_share``, deletions taken as independent)."""
+    counts = []
+    for record in records:
+        lengths = [c["end"] - c["start"] for c in record["chunks"] if c["label"] != "essential"]
+        counts.append(share * record["chars"] / (sum(lengths) / len(lengths)))
+    n = statistics.median(counts)
+    return {"median_chunks_deleted": round(n, 1),
+            "nonessential_precision_needed": round((1 - hit_share) ** (1 / n), 4)}  # fmt: skip
+
+
+def chunk_surprisal(records: list[dict[str, Any]], window: int = 2048) -> dict[str, list[float]]:
+    """Per record id, each chunk's mean token surprisal (nats per token) under the embedded
+    base model (the default profile's, float32), reading the trace from its start in windows of
+    ``window`` tokens that keep the previous half as context. A chunk holding no token's start
+    gets ``inf`` (never picked first)."""
+    import torch
+    from tqdm import tqdm
+
+    from pruner_service.config import settings_from
+    from pruner_service.engine.load import load_base
+    from pruner_service.engine.profile import Profile
+
+    settings = settings_from()
+    model, tokenizer = load_base(Profile.load(settings.profile), settings.cache_dir, "float32")
+    model.eval()
+    result: dict[str, list[float]] = {}
+    for record in tqdm(records, desc="surprisal", unit="trace"):
+        encoded = tokenizer(record["trace"], return_offsets_mapping=True, add_special_tokens=False)
+        ids = torch.tensor(encoded["input_ids"])
+        nll = torch.zeros(len(ids))
+        for start in range(0, len(ids), window // 2):
+            low = max(0, start - window // 2)
+            high = min(len(ids), start + window // 2)
+            with torch.no_grad():
+                logits = model(ids[low:high].unsqueeze(0)).logits[0].float()
+            logp = torch.log_softmax(logits[:-1], dim=-1)
+            token_nll = -logp.gather(1, ids[low + 1 : high].unsqueeze(1)).squeeze(1)
+            first = max(start, 1)
+            nll[first:high] = token_nll[first - low - 1 :]
+        starts = torch.tensor([a for a, _ in encoded["offset_mapping"]])
+        means = []
+        for chunk in record["chunks"]:
+            inside = (starts >= chunk["start"]) & (starts < chunk["end"])
+            means.append(float(nll[inside].mean()) if inside.any() else math.inf)
+        result[record["id"]] = means
+    return result
+
+
 def tagged(tags: set[str]) -> Chunks:
     """Every non-essential chunk with one of ``tags``."""
 
@@ -62,6 +144,10 @@ def main() -> int:
     )
     parser.add_argument("--bench", type=Path, default=REALBENCH / "realbench_dev.jsonl")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.10, 0.15, 0.25, 0.40])
+    parser.add_argument("--hit-share", type=float, default=0.10,
+                        help="share of traces allowed an essential hit")  # fmt: skip
+    parser.add_argument("--surprisal", action="store_true",
+                        help="also rank chunks by surprisal under the base model")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results/realbench_bounds.json"))
     args = parser.parse_args()
     if not args.bench.is_file():
@@ -81,7 +167,23 @@ def main() -> int:
             {"self_checking", "uncertainty_management", "plan_generation"}
         ),
     }
+    order = random.Random(15)
+    draws = {r["id"]: [order.random() for _ in r["chunks"]] for r in records}
+    for share in args.shares:
+        picks[f"random chunks to {share:.0%} (label-blind)"] = ranked(
+            share, lambda r, k: draws[r["id"]][k]
+        )
+    if args.surprisal:
+        surprisal = chunk_surprisal(records)
+        for share in args.shares:
+            picks[f"least surprising chunks to {share:.0%} (label-blind)"] = ranked(
+                share, lambda r, k: surprisal[r["id"]][k]
+            )
     result: dict[str, Any] = {"bench": args.bench.name, "traces": len(records), "rows": {}}
+    result["precision_needed"] = {
+        f"{share:.0%}": precision_needed(records, share, args.hit_share) for share in args.shares
+    }
+    print("precision needed", result["precision_needed"])
     for name, pick in picks.items():
         rows = [score_real.score_trace(r, pick(r)) for r in records]
         totals = score_real.aggregate(rows)
