@@ -28,7 +28,9 @@ class Admission(Protocol):
         ...
 
     def depth(self) -> int:
-        """Jobs waiting."""
+        """Jobs admitted and not yet taken for computing (a Redis frontend: on the shared stream,
+        from every frontend); jobs being computed do not count. ``submit`` refuses at
+        ``max_queue``."""
         ...
 
     def readiness(self) -> str | None:
