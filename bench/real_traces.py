@@ -75,6 +75,7 @@ def main() -> None:
         "rows": rows,
     }
     if args.deleted_text:
+        args.deleted_text.parent.mkdir(parents=True, exist_ok=True)
         args.deleted_text.write_text("".join(json.dumps(d) + "\n" for d in deleted))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

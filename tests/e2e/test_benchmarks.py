@@ -100,7 +100,8 @@ def test_real_traces_benchmark_reports_removal_per_trace_and_the_deleted_text(
         {"id": "plain", "question": "What is 3 times 4?",
          "trace": "Three times four is 12.\n\nSo the answer is 12."},
     ]  # fmt: skip
-    data, out, deleted = tmp_path / "t.jsonl", tmp_path / "r.json", tmp_path / "d.jsonl"
+    data, out = tmp_path / "t.jsonl", tmp_path / "r.json"
+    deleted = tmp_path / "replies" / "d.jsonl"  # a folder the benchmark makes
     data.write_text("".join(json.dumps(t) + "\n" for t in traces))
     run_bench("real_traces.py", "--data", str(data), "--out", str(out),
               "--deleted-text", str(deleted))  # fmt: skip
