@@ -55,10 +55,7 @@ class Settings:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     max_batch: int = field(default=8, metadata={"help": "most requests in one batched forward"})
     max_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits to fill up"})
-    max_queue: int = field(
-        default=256,
-        metadata={"help": "requests waiting (not yet taken for computing) before rejecting"},
-    )
+    max_queue: int = field(default=256, metadata={"help": "queued requests before rejecting"})
     max_trace_chars: int = field(
         default=2_000_000,
         metadata={

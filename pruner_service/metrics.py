@@ -21,9 +21,7 @@ class Metrics:
             ["method", "status"],
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "freelm_queue_depth", "Jobs admitted and not yet taken for computing", registry=r
-        )
+        self.queue_depth = Gauge("freelm_queue_depth", "Jobs waiting in the queue", registry=r)
         self.queue_wait = Histogram(
             "freelm_queue_wait_seconds", "Time from admission to compute", registry=r
         )

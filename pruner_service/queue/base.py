@@ -28,9 +28,7 @@ class Admission(Protocol):
         ...
 
     def depth(self) -> int:
-        """Jobs admitted and not yet taken for computing (a Redis frontend: on the shared stream,
-        from every frontend); jobs being computed do not count. ``submit`` refuses at
-        ``max_queue``."""
+        """Jobs waiting."""
         ...
 
     def readiness(self) -> str | None:

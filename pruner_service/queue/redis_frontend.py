@@ -1,9 +1,8 @@
 """The frontend side of the Redis queue: admit jobs onto the stream and settle them from results.
 
 ``submit`` answers at once from a stored result (a retried request) or the result cache (same
-content), refuses work while ``max_queue`` jobs wait on the stream untaken by any worker (jobs being
-computed do not count), and otherwise adds the job to the stream unless the same job is already in
-flight. A job is its request id bound to its content (``keys.job_ticket``): a
+content), refuses work past ``max_queue``, and otherwise adds the job to the stream unless the same
+job is already in flight. A job is its request id bound to its content (``keys.job_ticket``): a
 request that reuses another's id with different content is computed as a job of its own, never
 answered with the other's result. One listener thread per frontend receives finished jobs' tickets
 on the frontend's pub/sub channel and settles the waiting jobs; it also polls the results of
@@ -52,16 +51,6 @@ return false
 """
 """Marks a job in flight and adds it to the stream, atomically, unless it is already in flight."""
 
-WAITING = """
-local n = redis.call('XLEN', KEYS[1])
-local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
-if ok then n = n - pending[1] end
-return n
-"""
-"""Jobs on the stream that no worker has taken: its length less the consumer group's pending
-(taken, not yet acknowledged) entries; a worker deletes an entry when it acknowledges it. Before
-any worker has made the group, every entry waits."""
-
 
 class RedisFrontend:
     """An ``Admission`` onto a Redis stream shared by many frontends and workers; ready while
@@ -85,7 +74,6 @@ class RedisFrontend:
         self.frontend_id = uuid.uuid4().hex[:12]
         self.channel = keys.notify(self.frontend_id)
         self._enqueue = client.register_script(ENQUEUE_ONCE)
-        self._count_waiting = client.register_script(WAITING)
         self._waiting: dict[str, list[Job]] = defaultdict(list)
         self._lock = threading.Lock()
         self._closed = False
@@ -104,7 +92,7 @@ class RedisFrontend:
             lookup = self.client.pipeline(transaction=False)
             lookup.get(self.keys.result(ticket))
             lookup.get(self.keys.cache(key))
-            self._count_waiting(keys=[self.keys.jobs], args=[self.keys.group], client=lookup)
+            lookup.xlen(self.keys.jobs)
             stored, cached, depth = lookup.execute()
             if self._answer_from_store(job, _bytes(stored), _bytes(cached)):
                 return
@@ -147,10 +135,8 @@ class RedisFrontend:
             self.client.set(self.keys.cancelled(ticket), b"1", ex=ttl)
 
     def depth(self) -> int:
-        """Jobs on the shared stream that no worker has taken yet (``WAITING``), from every
-        frontend; 0 while Redis is unreachable."""
         try:
-            return int(self._count_waiting(keys=[self.keys.jobs], args=[self.keys.group]))
+            return int(self.client.xlen(self.keys.jobs))
         except redis.RedisError:
             return 0
 

@@ -120,31 +120,6 @@ def test_queue_full_is_refused_with_the_limit(services) -> None:
     assert all(frontend.wait(job).request_id == job.request.request_id for job in jobs)
 
 
-def test_jobs_being_computed_do_not_count_toward_the_queue_limit(services) -> None:
-    gate = threading.Event()
-    services("worker", FakeEngine(gate), max_batch=1)
-    frontend = services("frontend", max_queue=2)
-    wait_ready(frontend)
-    jobs = [frontend.submit(request("computing"), later())]
-    limit = time.monotonic() + 10
-    while frontend.queue.depth():  # the worker takes it and holds it at the gate
-        assert time.monotonic() < limit, "the worker never took the job"
-        time.sleep(0.01)
-    jobs += [frontend.submit(request(f"waiting{i}"), later()) for i in range(2)]
-    assert frontend.queue.depth() == 2
-    with pytest.raises(QueueFull, match=r"queue is full \(2 requests waiting\)"):
-        frontend.submit(request("one too many"), later())
-    gate.set()
-    assert [frontend.wait(job).request_id for job in jobs] == ["computing", "waiting0", "waiting1"]
-
-
-def test_before_any_worker_made_the_group_every_entry_waits(services, redis_server) -> None:
-    frontend = services("frontend", namespace="nogroup")
-    assert frontend.queue.depth() == 0
-    redis.Redis(port=redis_server.port).xadd(RedisKeys("nogroup").jobs, {"job": b"x"})
-    assert frontend.queue.depth() == 1
-
-
 def test_expired_jobs_are_not_computed(services, redis_server) -> None:
     frontend = services("frontend")
     keys = RedisKeys("t")
