@@ -28,7 +28,8 @@ class Admission(Protocol):
         ...
 
     def depth(self) -> int:
-        """Jobs waiting."""
+        """Jobs counted against ``max_queue``: waiting to be taken (in-process queue); on the
+        shared stream, from every frontend, taken or not until acknowledged (Redis)."""
         ...
 
     def readiness(self) -> str | None:
