@@ -45,16 +45,21 @@ def importance_oracle(share: float) -> Chunks:
         chunks = [c for c in record["chunks"] if c["label"] != "essential"]
         chunks.sort(key=lambda c: max(float(c.get("importance") or 0.0), 0.0)
                     / max(c["end"] - c["start"], 1))  # fmt: skip
-        spans: list[tuple[int, int]] = []
-        deleted = 0
-        for chunk in chunks:
-            if deleted >= share * record["chars"]:
-                break
-            spans.append((chunk["start"], chunk["end"]))
-            deleted += chunk["end"] - chunk["start"]
-        return spans
+        return first_to_share(chunks, share * record["chars"])
 
     return pick
+
+
+def first_to_share(chunks: list[dict[str, Any]], chars: float) -> list[tuple[int, int]]:
+    """The spans of ``chunks``, in their order, until at least ``chars`` code points are taken."""
+    spans: list[tuple[int, int]] = []
+    deleted = 0
+    for chunk in chunks:
+        if deleted >= chars:
+            break
+        spans.append((chunk["start"], chunk["end"]))
+        deleted += chunk["end"] - chunk["start"]
+    return spans
 
 
 def ranked(share: float, key: Callable[[dict[str, Any], int], float]) -> Chunks:
@@ -63,15 +68,7 @@ def ranked(share: float, key: Callable[[dict[str, Any], int], float]) -> Chunks:
 
     def pick(record: dict[str, Any]) -> list[tuple[int, int]]:
         order = sorted(range(len(record["chunks"])), key=lambda k: key(record, k))
-        spans: list[tuple[int, int]] = []
-        deleted = 0
-        for k in order:
-            if deleted >= share * record["chars"]:
-                break
-            chunk = record["chunks"][k]
-            spans.append((chunk["start"], chunk["end"]))
-            deleted += chunk["end"] - chunk["start"]
-        return spans
+        return first_to_share([record["chunks"][k] for k in order], share * record["chars"])
 
     return pick
 
