@@ -215,7 +215,7 @@ class RedisConsumer:
         log.info("reclaimed", jobs=len(claimed), consumer=self.consumer,
                  request_ids=[e.job.request.request_id for e in claimed])  # fmt: skip
         limit = self.settings.max_deliveries
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._settling()
         for entry in claimed:
             if entry.deliveries > limit:
                 self._dead_letter(pipe, entry, f"no worker finished it in {limit} deliveries")
@@ -242,7 +242,7 @@ class RedisConsumer:
                 log.error("undecodable_job", entry=entry_id.decode(), error=str(exc))
                 reason = str(exc).encode()
                 self.client.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self._settling()
                 self._ack(pipe, entry_id, None)
                 pipe.execute()
                 continue
@@ -268,7 +268,7 @@ class RedisConsumer:
             self.metrics.batch_size.observe(len(todo))
             for entry in todo:
                 self.metrics.queue_wait.observe(max(0.0, time.time() - entry.job.enqueued_at))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._settling()
         for entry in todo:
             self._finish(pipe, entry)
         pipe.execute()
@@ -284,7 +284,7 @@ class RedisConsumer:
             lookup.exists(self.keys.result(entry.ticket), self.keys.cancelled(entry.ticket))
             lookup.get(self.keys.cache(entry.content_hash))
         found = lookup.execute()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._settling()
         todo = []
         for entry, done, cached in zip(entries, found[0::2], found[1::2], strict=True):
             if done:  # answered already, or its caller went away
@@ -325,6 +325,14 @@ class RedisConsumer:
             pipe.set(self.keys.cache(entry.content_hash), data, ex=self.settings.cache_ttl_s)
         pipe.publish(entry.reply_to, entry.ticket.encode())
         self._ack(pipe, entry.entry_id, entry.ticket)
+
+    def _settling(self) -> Any:
+        """A pipeline for commands that settle entries (store, announce, acknowledge), sent as
+        one MULTI/EXEC transaction: a connection cut while it is written applies none of it (the
+        entries stay pending and are reclaimed), never an acknowledgement without the deletion
+        that takes the entry off the stream (an acknowledged entry left there would count
+        toward ``--max-queue`` for good)."""
+        return self.client.pipeline(transaction=True)
 
     def _ack(self, pipe: Any, entry_id: bytes, ticket: str | None) -> None:
         pipe.xack(self.keys.jobs, self.keys.group, entry_id)

@@ -120,6 +120,46 @@ def test_queue_full_is_refused_with_the_limit(services) -> None:
     assert all(frontend.wait(job).request_id == job.request.request_id for job in jobs)
 
 
+def monitored(redis_server, until: str) -> tuple[threading.Thread, list[dict]]:
+    """A thread collecting the commands Redis runs (``MONITOR``) until an ``ECHO until``."""
+    seen: list[dict] = []
+    started = threading.Event()
+
+    def watch() -> None:
+        with redis.Redis(port=redis_server.port).monitor() as monitor:
+            started.set()
+            for command in monitor.listen():
+                seen.append(command)
+                if command["command"] == f"ECHO {until}":
+                    return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    return thread, seen
+
+
+def test_a_worker_acknowledges_and_deletes_an_entry_in_one_transaction(
+    services, redis_server
+) -> None:
+    services("worker")
+    frontend = services("frontend")
+    wait_ready(frontend)
+    thread, seen = monitored(redis_server, "done")
+    assert isinstance(frontend.prune(request("tx"), later()), PruneResult)
+    time.sleep(0.2)  # the worker acknowledges just after announcing the result
+    redis.Redis(port=redis_server.port).echo("done")
+    thread.join(10)
+    names = [(c["client_port"], c["command"].split()[0].upper()) for c in seen]
+    port = next(p for p, name in names if name == "XACK")  # the worker's settling connection
+    mine = [name for p, name in names if p == port]
+    ack = mine.index("XACK")
+    opened = [i for i in range(ack) if mine[i] == "MULTI"]
+    assert opened, mine
+    assert "EXEC" not in mine[opened[-1] : ack] and "EXEC" in mine[ack:], mine
+    assert "XDEL" in mine[ack : mine.index("EXEC", ack)], mine
+
+
 def test_expired_jobs_are_not_computed(services, redis_server) -> None:
     frontend = services("frontend")
     keys = RedisKeys("t")
