@@ -1,4 +1,6 @@
-"""What deleting could reach on realbench: bounds from the labels and importances, no model.
+"""What deleting could reach on realbench: bounds from the labels and importances (no model), and
+what a deleter that cannot see the labels faces (the base model only with ``--surprisal``; a run
+without it leaves the surprisal rows out of the results file).
 
 Scores, with realbench's own scorer (``score_real.py``), deletions chosen with knowledge no
 service has: the label oracle (every redundant candidate), an *importance oracle* (non-essential
@@ -81,7 +83,8 @@ def precision_needed(records: list[dict[str, Any]], share: float, hit_share: flo
     counts = []
     for record in records:
         lengths = [c["end"] - c["start"] for c in record["chunks"] if c["label"] != "essential"]
-        counts.append(share * record["chars"] / (sum(lengths) / len(lengths)))
+        if sum(lengths):  # a trace with nothing non-essential has no count
+            counts.append(share * record["chars"] / (sum(lengths) / len(lengths)))
     n = statistics.median(counts)
     return {"median_chunks_deleted": round(n, 1),
             "nonessential_precision_needed": round((1 - hit_share) ** (1 / n), 4)}  # fmt: skip
@@ -90,8 +93,9 @@ def precision_needed(records: list[dict[str, Any]], share: float, hit_share: flo
 def chunk_surprisal(records: list[dict[str, Any]], window: int = 2048) -> dict[str, list[float]]:
     """Per record id, each chunk's mean token surprisal (nats per token) under the embedded
     base model (the default profile's, float32), reading the trace from its start in windows of
-    ``window`` tokens that keep the previous half as context. A chunk holding no token's start
-    gets ``inf`` (never picked first)."""
+    ``window`` tokens that keep the previous half as context. The trace's first token (no
+    context) is left out; a chunk holding no other token's start gets ``inf`` (never picked
+    first)."""
     import torch
     from tqdm import tqdm
 
@@ -106,7 +110,7 @@ def chunk_surprisal(records: list[dict[str, Any]], window: int = 2048) -> dict[s
     for record in tqdm(records, desc="surprisal", unit="trace"):
         encoded = tokenizer(record["trace"], return_offsets_mapping=True, add_special_tokens=False)
         ids = torch.tensor(encoded["input_ids"])
-        nll = torch.zeros(len(ids))
+        nll = torch.full((len(ids),), math.nan)  # the first token has no context: left out
         for start in range(0, len(ids), window // 2):
             low = max(0, start - window // 2)
             high = min(len(ids), start + window // 2)
@@ -119,7 +123,7 @@ def chunk_surprisal(records: list[dict[str, Any]], window: int = 2048) -> dict[s
         starts = torch.tensor([a for a, _ in encoded["offset_mapping"]])
         means = []
         for chunk in record["chunks"]:
-            inside = (starts >= chunk["start"]) & (starts < chunk["end"])
+            inside = (starts >= chunk["start"]) & (starts < chunk["end"]) & ~nll.isnan()
             means.append(float(nll[inside].mean()) if inside.any() else math.inf)
         result[record["id"]] = means
     return result

@@ -4,12 +4,12 @@ Each loop: reclaim the jobs of workers that stopped (``XAUTOCLAIM`` past ``claim
 read up to ``max_batch`` new jobs (waiting ``max_wait_ms`` for a batch to fill) and run them as
 one engine batch through ``compute.BatchRunner``. A job already answered (a redelivery: the same
 request id and content) or in the result cache is answered without compute; an expired one is
-answered ``DEADLINE_EXCEEDED`` without compute. Results are stored and announced before the entry is
-acknowledged, so a crash in between means a redelivery answered from the store, never a lost
-request. An engine failure leaves the job pending
-for another try; past ``max_deliveries`` it goes to the dead-letter stream and its caller gets an
-error. Reclaimed jobs on their third delivery or later run alone, so a job that kills its worker
-cannot keep taking its batch neighbours down with it.
+answered ``DEADLINE_EXCEEDED`` without compute. Results are stored, announced and the entry
+acknowledged and deleted in one MULTI/EXEC transaction: a worker that dies first leaves the entry
+pending, to be reclaimed and answered, never a lost request. An engine failure leaves the job
+pending for another try; past ``max_deliveries`` it goes to the dead-letter stream and its caller
+gets an error. Reclaimed jobs on their third delivery or later run alone, so a job that kills its
+worker cannot keep taking its batch neighbours down with it.
 
 Leases, not guesses: a thread beats the worker's heartbeat and renews the jobs it holds
 (computing, or reclaimed and waiting their turn; ``RENEW_LEASES``) every ``lease_interval_s``, so
@@ -241,8 +241,8 @@ class RedisConsumer:
             except (KeyError, ValueError) as exc:
                 log.error("undecodable_job", entry=entry_id.decode(), error=str(exc))
                 reason = str(exc).encode()
-                self.client.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
                 pipe = self._settling()
+                pipe.xadd(self.keys.dead_letters, {b"entry": entry_id, b"reason": reason})
                 self._ack(pipe, entry_id, None)
                 pipe.execute()
                 continue
@@ -327,11 +327,11 @@ class RedisConsumer:
         self._ack(pipe, entry.entry_id, entry.ticket)
 
     def _settling(self) -> Any:
-        """A pipeline for commands that settle entries (store, announce, acknowledge), sent as
-        one MULTI/EXEC transaction: a connection cut while it is written applies none of it (the
-        entries stay pending and are reclaimed), never an acknowledgement without the deletion
-        that takes the entry off the stream (an acknowledged entry left there would count
-        toward ``--max-queue`` for good)."""
+        """A pipeline for commands that settle entries (store, announce, acknowledge, delete),
+        sent as one MULTI/EXEC transaction: Redis applies all of it or none (none: the client
+        resends it, or the entries stay pending and are reclaimed), never an acknowledgement
+        without the deletion that takes the entry off the stream (an acknowledged entry left
+        there would count toward ``--max-queue`` for good)."""
         return self.client.pipeline(transaction=True)
 
     def _ack(self, pipe: Any, entry_id: bytes, ticket: str | None) -> None:
