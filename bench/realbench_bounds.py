@@ -139,6 +139,25 @@ def tagged(tags: set[str]) -> Chunks:
     return pick
 
 
+def label_blind(records: list[dict[str, Any]], shares: list[float], surprisal: bool) -> dict:
+    """The label-blind rankings by name, each taken to every share: chunks in a seeded random
+    order, and (``surprisal``) the least surprising chunks first (``chunk_surprisal``)."""
+    order = random.Random(15)
+    draws = {r["id"]: [order.random() for _ in r["chunks"]] for r in records}
+    picks: dict[str, Chunks] = {}
+    for share in shares:
+        picks[f"random chunks to {share:.0%} (label-blind)"] = ranked(
+            share, lambda r, k: draws[r["id"]][k]
+        )
+    if surprisal:
+        means = chunk_surprisal(records)
+        for share in shares:
+            picks[f"least surprising chunks to {share:.0%} (label-blind)"] = ranked(
+                share, lambda r, k: means[r["id"]][k]
+            )
+    return picks
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,18 +187,7 @@ def main() -> int:
             {"self_checking", "uncertainty_management", "plan_generation"}
         ),
     }
-    order = random.Random(15)
-    draws = {r["id"]: [order.random() for _ in r["chunks"]] for r in records}
-    for share in args.shares:
-        picks[f"random chunks to {share:.0%} (label-blind)"] = ranked(
-            share, lambda r, k: draws[r["id"]][k]
-        )
-    if args.surprisal:
-        surprisal = chunk_surprisal(records)
-        for share in args.shares:
-            picks[f"least surprising chunks to {share:.0%} (label-blind)"] = ranked(
-                share, lambda r, k: surprisal[r["id"]][k]
-            )
+    picks.update(label_blind(records, args.shares, args.surprisal))
     result: dict[str, Any] = {"bench": args.bench.name, "traces": len(records), "rows": {}}
     result["precision_needed"] = {
         f"{share:.0%}": precision_needed(records, share, args.hit_share) for share in args.shares
